@@ -1,0 +1,5 @@
+"""amp_sync: sync a warehouse SQL model to Amplitude user and device properties, sending only changes."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
