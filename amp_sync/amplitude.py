@@ -1,0 +1,179 @@
+"""Talk to Amplitude's Identify API: encode requests, read answers, retry what is worth retrying."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+from urllib.parse import quote_plus
+
+import requests
+
+from amp_sync.config import Destination
+from amp_sync.errors import FatalError
+from amp_sync.secret import Secret
+
+# Identify limits: not documented; Group Identify's documented caps serve as safe bounds
+# (shared/amplitude-api.md §0 "Identifications per Identify request").
+MAX_ITEMS = 1000
+MAX_BYTES = 1_000_000
+DEFAULT_ATTEMPTS = 8
+
+
+class Outcome(StrEnum):
+    """What an answer from Amplitude means for the batch that was sent."""
+
+    OK = "ok"
+    RETRY = "retry"  # 429, 5xx, timeouts, dropped connections
+    SPLIT = "split"  # 413: the batch is too large
+    INVALID_KEY = "invalid_key"  # stops the run
+    REJECTED = "rejected"  # 400 naming the items at fault: drop them, resend the rest
+    FAILED = "failed"  # 400 without details: the batch cannot be sent as it is
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A classified response."""
+
+    outcome: Outcome
+    detail: str = ""
+    bad_items: tuple[int, ...] = ()
+    throttled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bounded exponential backoff with full jitter; 429 waits as Amplitude asks."""
+
+    attempts: int = DEFAULT_ATTEMPTS
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    throttle_delay: float = 15.0  # Identify API: pause throttled users 15 s (§1 "Status codes")
+    timeout: float = 30.0
+
+    def delay(self, attempt: int, throttled: bool, rng: random.Random) -> float:
+        """Seconds to wait before attempt number `attempt + 1` (attempt counts from 1)."""
+        if throttled:
+            return self.throttle_delay + rng.uniform(0, self.base_delay)
+        ceiling = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        return rng.uniform(ceiling / 2, ceiling)
+
+
+def classify(status: int, body: str) -> Answer:
+    """Read an Identify answer; the body may be JSON or plain text, so status leads."""
+    data = _json(body)
+    error = str(data.get("error", "")) if data else body.strip()
+    if 200 <= status < 300:
+        return Answer(Outcome.OK)
+    if status == 413:
+        return Answer(Outcome.SPLIT, "payload too large")
+    if status == 429:
+        return Answer(Outcome.RETRY, "throttled (429)", throttled=True)
+    if status >= 500 or status == 408:
+        return Answer(Outcome.RETRY, f"server error {status}")
+    if status == 400 and ("invalid api key" in error.lower() or "invalid_api_key" in error.lower()):
+        return Answer(Outcome.INVALID_KEY, "invalid API key")
+    bad = _bad_indexes(data) if data else ()
+    if status == 400 and bad:
+        return Answer(Outcome.REJECTED, _summary(error), bad_items=bad)
+    return Answer(Outcome.FAILED, f"HTTP {status}: {_summary(error)}")
+
+
+def _json(body: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _bad_indexes(data: dict[str, Any]) -> tuple[int, ...]:
+    found: set[int] = set()
+    for name in (
+        "events_with_invalid_fields", "events_with_missing_fields",
+        "events_with_invalid_id_lengths", "silenced_events",
+    ):  # fmt: skip
+        value = data.get(name)
+        groups = value.values() if isinstance(value, dict) else [value] if value else []
+        for group in groups:
+            found.update(i for i in group if isinstance(i, int))
+    return tuple(sorted(found))
+
+
+def _summary(error: str) -> str:
+    # Amplitude echoes the API key in some errors ("Invalid API key: <key>"); never repeat it.
+    text = error.split(":", 1)[0] if error.lower().startswith("invalid api key") else error
+    return text[:200] or "no details"
+
+
+def encode_body(api_key: Secret, items: Sequence[bytes]) -> bytes:
+    """A form-encoded Identify body: api_key and identification (a JSON array)."""
+    array = b"%5B" + b"%2C".join(quote_plus(i).encode("ascii") for i in items) + b"%5D"
+    return b"api_key=" + quote_plus(api_key.reveal()).encode("ascii") + b"&identification=" + array
+
+
+def encoded_size(item: bytes) -> int:
+    """Bytes one item adds to a form-encoded body (plus 3 for the comma between items)."""
+    return len(quote_plus(item)) + 3
+
+
+INVALID_KEY_MESSAGE = (
+    "Amplitude refused the API key of destination {name!r}: check that it is the project's "
+    "API key (not the secret key) and that the project is in the {region} region "
+    '(EU keys only work with region = "eu")'
+)
+
+
+@dataclass(slots=True)
+class IdentifyClient:
+    """Sends Identify requests to one destination; one instance per sending thread."""
+
+    destination: Destination
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random = field(default_factory=random.Random)
+    session: requests.Session = field(default_factory=requests.Session)
+    requests_sent: int = 0
+
+    @property
+    def url(self) -> str:
+        """The Identify endpoint."""
+        return f"{self.destination.ingest_url}/identify"
+
+    def post(self, items: Sequence[bytes]) -> Answer:
+        """Send one batch once; transport failures come back as RETRY answers."""
+        body = encode_body(self.destination.api_key, items)
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        self.requests_sent += 1
+        try:
+            resp = self.session.post(
+                self.url, data=body, headers=headers, timeout=self.policy.timeout
+            )
+        except requests.Timeout:
+            return Answer(Outcome.RETRY, "timed out")
+        except requests.exceptions.SSLError:
+            return Answer(Outcome.RETRY, "TLS handshake failed")
+        except requests.ConnectionError:
+            return Answer(Outcome.RETRY, f"could not reach {self.destination.ingest_url}")
+        return classify(resp.status_code, resp.text)
+
+    def send(self, items: Sequence[bytes]) -> Answer:
+        """Send one batch, retrying with backoff until it is answered for good."""
+        answer = Answer(Outcome.RETRY)
+        for attempt in range(1, self.policy.attempts + 1):
+            answer = self.post(items)
+            if answer.outcome is Outcome.INVALID_KEY:
+                raise FatalError(invalid_key_message(self.destination))
+            if answer.outcome is not Outcome.RETRY or attempt == self.policy.attempts:
+                return answer
+            self.sleep(self.policy.delay(attempt, answer.throttled, self.rng))
+        return answer
+
+
+def invalid_key_message(destination: Destination) -> str:
+    """What to check when Amplitude refuses the key, without the key."""
+    return INVALID_KEY_MESSAGE.format(name=destination.name, region=destination.region.upper())

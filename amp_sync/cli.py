@@ -1,0 +1,197 @@
+"""The `amp-sync` command: preview, run and check syncs, serve the sandbox, build the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from amp_sync import __version__
+from amp_sync.amplitude import DEFAULT_ATTEMPTS, RetryPolicy
+from amp_sync.config import SyncConfig, load_config
+from amp_sync.credentials import check_keys
+from amp_sync.errors import AmpSyncError, ConfigError
+from amp_sync.runner import Progress, Report, RunOptions, preview, run
+from amp_sync.state import home_dir
+
+EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 ok, 1 rows not delivered, 2 error)."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ConfigError as exc:
+        return _fail("the sync file has problems:\n" + "\n".join(f"  - {p}" for p in exc.problems))
+    except AmpSyncError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return _fail("interrupted; acknowledged batches are saved and the next run resumes")
+
+
+def _fail(message: str) -> int:
+    print(f"amp-sync: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="amp-sync",
+        description="Sync a warehouse SQL model to Amplitude, sending only what changed.",
+    )
+    parser.add_argument("--version", action="version", version=f"amp-sync {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, handler, text in (
+        ("preview", _preview, "read, validate and diff the model; send and write nothing"),
+        ("run", _run, "send new and changed rows to Amplitude and save what it acknowledged"),
+    ):
+        cmd = sub.add_parser(name, help=text, description=text)
+        cmd.add_argument("file", type=Path, help="the sync file (TOML)")
+        cmd.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        cmd.set_defaults(handler=handler)
+    run_cmd = sub.choices["run"]
+    run_cmd.add_argument("--concurrency", type=_positive, default=4, help="requests in flight (4)")
+    run_cmd.add_argument(
+        "--attempts", type=_positive, default=DEFAULT_ATTEMPTS,
+        help=f"tries per request before its rows count as failed ({DEFAULT_ATTEMPTS})",
+    )  # fmt: skip
+    check = sub.add_parser("check", help="check the destination's keys; ingests nothing")
+    check.add_argument("file", type=Path)
+    check.set_defaults(handler=_check)
+    _sandbox_parser(sub)
+    demo = sub.add_parser("demo", help="build the demo DuckDB warehouse")
+    demo.add_argument("--path", type=Path, default=None, help="where to write it")
+    demo.add_argument("--force", action="store_true", help="rebuild even if it exists")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def _sandbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from amp_sync import sandbox
+
+    cmd = sub.add_parser("sandbox", help="serve a local Amplitude-compatible sandbox")
+    cmd.add_argument("--host", default="127.0.0.1")
+    cmd.add_argument("--port", type=int, default=sandbox.DEFAULT_PORT)
+    cmd.add_argument(
+        "--api-key", action="append", dest="api_keys", metavar="KEY",
+        help=f"an API key to accept (repeatable; default {sandbox.SANDBOX_API_KEY})",
+    )  # fmt: skip
+    cmd.set_defaults(handler=_sandbox)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _preview(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    report = preview(config, home_dir(), progress=_progress_bar(args.json))
+    _print_report(report, config, args.json)
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    options = RunOptions(concurrency=args.concurrency, policy=RetryPolicy(attempts=args.attempts))
+    report = run(config, home_dir(), options, progress=_progress_bar(args.json))
+    _print_report(report, config, args.json)
+    if report.failed:
+        reasons = "; ".join(f"{n} rows: {r}" for r, n in report.failure_reasons.items())
+        print(f"amp-sync: {report.failed} rows were not delivered ({reasons or 'stopped'}); "
+              "run again to retry them", file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    verdict = check_keys(config.destination)
+    print(verdict.message if verdict.ok else f"not ok: {verdict.message}")
+    return EXIT_OK if verdict.ok else EXIT_FAILED
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from amp_sync import sandbox
+
+    keys = args.api_keys or [sandbox.SANDBOX_API_KEY]
+    api_keys: dict[str, str | None] = {
+        k: sandbox.SANDBOX_SECRET_KEY if k == sandbox.SANDBOX_API_KEY else None for k in keys
+    }
+    try:
+        sandbox.serve(args.host, args.port, api_keys)
+    except OSError as exc:
+        return _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from amp_sync import demo
+
+    path = args.path or demo.DEFAULT_DEMO_PATH
+    if path.exists() and not args.force:
+        print(f"demo warehouse already at {path} (use --force to rebuild)")
+        return EXIT_OK
+    started = time.monotonic()
+    demo.build_demo_warehouse(path)
+    print(f"demo warehouse written to {path} in {time.monotonic() - started:.1f} s")
+    return EXIT_OK
+
+
+def _print_report(report: Report, config: SyncConfig, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report.to_json(), ensure_ascii=False))
+        return
+    counts = report.counts()
+    verb = "would send" if report.kind == "preview" else "sent"
+    print(f"{config.sync.name}: {report.plan.rows_read:,} rows read in {report.seconds:.1f} s")
+    print("  " + "  ".join(f"{k} {v:,}" for k, v in counts.items() if k not in ("sent", "failed")))
+    if report.kind == "preview":
+        print(f"  {verb} {report.plan.to_send:,} rows; nothing was sent")
+    else:
+        print(
+            f"  {verb} {report.sent:,} rows in {report.requests:,} requests; "
+            f"failed {report.failed:,}"
+        )
+    _print_rejections(report, sys.stdout)
+
+
+def _print_rejections(report: Report, out: TextIO, limit: int = 20) -> None:
+    rejections = report.rejections
+    if not rejections:
+        return
+    print(f"  rejected rows ({len(rejections):,}), never sent:", file=out)
+    for r in rejections[:limit]:
+        print(f"    {r.key or '(no id)'}: {r.reason}", file=out)
+    if len(rejections) > limit:
+        print(f"    ... and {len(rejections) - limit:,} more (use --json for all)", file=out)
+
+
+def _progress_bar(quiet: bool):  # type: ignore[no-untyped-def]
+    """A one-line progress display on a terminal's stderr; nothing when piped or --json."""
+    if quiet or not sys.stderr.isatty():
+        return None
+    last = [0.0]
+
+    def show(p: Progress) -> None:
+        now = time.monotonic()
+        if now - last[0] < 0.2:
+            return
+        last[0] = now
+        if p.phase == "reading":
+            line = f"reading: {p.rows_read:,} rows"
+        else:
+            done = p.sent / p.to_send if p.to_send else 1.0
+            bar = "#" * int(done * 30)
+            rate = p.sent / p.elapsed if p.elapsed else 0.0
+            line = f"sending [{bar:<30}] {p.sent:,}/{p.to_send:,} rows, {rate:,.0f} rows/s"
+        print(f"\r{line}", end="", file=sys.stderr, flush=True)
+
+    return show

@@ -1,0 +1,212 @@
+"""Preview and run a sync: the one path from sync file to report shared by the CLI and the app."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from amp_sync.amplitude import RetryPolicy
+from amp_sync.config import SyncConfig
+from amp_sync.errors import AmpSyncError, ConfigError, FatalError
+from amp_sync.plan import FieldChange, Plan, Planner, Rejection
+from amp_sync.sender import Delivery, Sender
+from amp_sync.spool import Spool
+from amp_sync.state import StateStore, run_lock
+from amp_sync.warehouse import CHUNK_ROWS, read_model
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Where a preview or run is: rows read so far, then rows delivered."""
+
+    phase: str  # "reading" or "sending"
+    rows_read: int
+    to_send: int = 0
+    sent: int = 0
+    failed: int = 0
+    batches: int = 0
+    elapsed: float = 0.0
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """How a run sends: parallel requests, retry policy, and the injected sleep for tests."""
+
+    concurrency: int = 4
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    sleep: Callable[[float], None] = time.sleep
+    chunk_rows: int = CHUNK_ROWS
+
+
+@dataclass(slots=True)
+class Report:
+    """The outcome of a preview or a run."""
+
+    kind: str
+    plan: Plan
+    sent: int = 0
+    failed: int = 0
+    requests: int = 0
+    batches: int = 0
+    failure_reasons: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+    seconds: float = 0.0
+    run_id: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Every valid new or changed row was delivered (rejections do not count)."""
+        return self.error is None and self.failed == 0
+
+    @property
+    def rejections(self) -> list[Rejection]:
+        """Rows not sent, each with its key and reason."""
+        return self.plan.rejections
+
+    @property
+    def sample(self) -> list[FieldChange]:
+        """Field-level changes (the first few thousand)."""
+        return self.plan.sample
+
+    def counts(self) -> dict[str, int]:
+        """The headline numbers."""
+        p = self.plan
+        return {
+            "new": p.new, "changed": p.changed, "unchanged": p.unchanged, "removed": p.removed,
+            "rejected": p.rejected, "sent": self.sent, "failed": self.failed,
+        }  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented --json object: counts plus the rejections."""
+        rejections = [{"key": r.key, "reason": r.reason} for r in self.plan.rejections]
+        return {**self.counts(), "rejections": rejections}
+
+    def status(self) -> str:
+        """ok, failed (some rows not delivered) or error (the run stopped)."""
+        return "error" if self.error else "failed" if self.failed else "ok"
+
+
+def preview(
+    config: SyncConfig, home: Path, progress: ProgressFn | None = None, chunk_rows: int = CHUNK_ROWS
+) -> Report:
+    """Read, validate and diff the model; nothing is sent and nothing is written."""
+    started = time.monotonic()
+    store = StateStore.open_read_only(home, config.sync.name)
+    try:
+        index = store.index() if store else {}
+        docs = store.docs if store else (lambda keys: {})
+        plan = _plan(config, index, docs, None, 1, chunk_rows, progress, started)
+    finally:
+        if store:
+            store.close()
+    return Report("preview", plan, seconds=time.monotonic() - started)
+
+
+def run(
+    config: SyncConfig,
+    home: Path,
+    options: RunOptions | None = None,
+    progress: ProgressFn | None = None,
+) -> Report:
+    """Plan, send and commit; every acknowledged batch enters the snapshot at once."""
+    options = options or RunOptions()
+    with run_lock(home, config.sync.name):
+        store = StateStore.open(home, config.sync.name)
+        try:
+            return _run(config, store, options, progress)
+        finally:
+            store.close()
+
+
+def _run(
+    config: SyncConfig, store: StateStore, options: RunOptions, progress: ProgressFn | None
+) -> Report:
+    started = time.monotonic()
+    run_id = store.start_run("run")
+    report = Report("run", Plan(), run_id=run_id)
+    try:
+        with Spool() as spool:
+            report.plan = _plan(
+                config, store.index(), store.docs, spool, options.concurrency,
+                options.chunk_rows, progress, started,
+            )  # fmt: skip
+            _send(config, store, spool, options, report, progress, started)
+    except AmpSyncError as exc:
+        report.error = str(exc)
+        _record(store, report, started)
+        raise
+    _record(store, report, started)
+    return report
+
+
+def _plan(
+    config: SyncConfig,
+    index: dict[str, bytes],
+    docs: Callable[[list[str]], dict[str, Any]],
+    spool: Spool | None,
+    partitions: int,
+    chunk_rows: int,
+    progress: ProgressFn | None,
+    started: float,
+) -> Plan:
+    with read_model(config.source.url.reveal(), config.model.sql, chunk_rows) as stream:
+        problems = config.missing_columns(stream.columns)
+        if problems:
+            raise ConfigError(problems)
+        planner = Planner(config, stream.columns, index, docs, spool, partitions)
+        for chunk in stream.chunks:
+            planner.add(chunk)
+            if progress:
+                progress(
+                    Progress("reading", planner.plan.rows_read, elapsed=time.monotonic() - started)
+                )
+    return planner.finish()
+
+
+def _send(
+    config: SyncConfig,
+    store: StateStore,
+    spool: Spool,
+    options: RunOptions,
+    report: Report,
+    progress: ProgressFn | None,
+    started: float,
+) -> None:
+    total = spool.seal()
+
+    def on_progress(d: Delivery) -> None:
+        if progress:
+            elapsed = time.monotonic() - started
+            progress(
+                Progress("sending", report.plan.rows_read, total, d.sent, 0, d.batches, elapsed)
+            )
+
+    sender = Sender(
+        config.destination,
+        store,
+        spool,
+        options.concurrency,
+        options.policy,
+        options.sleep,
+        on_progress,
+    )
+    delivery = sender.run(total)
+    report.sent, report.failed = delivery.sent, delivery.failed
+    report.requests, report.batches = delivery.requests, delivery.batches
+    report.failure_reasons = delivery.reasons
+    if delivery.fatal:
+        raise FatalError(delivery.fatal)
+
+
+def _record(store: StateStore, report: Report, started: float) -> None:
+    report.seconds = time.monotonic() - started
+    message = report.error or "; ".join(f"{n} rows: {r}" for r, n in report.failure_reasons.items())
+    rejections = ((r.key, r.reason) for r in report.plan.rejections)
+    if report.run_id is not None:
+        store.finish_run(report.run_id, report.status(), report.counts(), message, rejections)

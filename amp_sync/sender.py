@@ -1,0 +1,142 @@
+"""Deliver spooled identifications: batches per user partition, several in flight, commit on ack."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from amp_sync.amplitude import (
+    MAX_BYTES,
+    MAX_ITEMS,
+    Answer,
+    IdentifyClient,
+    Outcome,
+    RetryPolicy,
+    encode_body,
+    encoded_size,
+)
+from amp_sync.config import Destination
+from amp_sync.errors import FatalError
+from amp_sync.spool import Pending, Spool
+from amp_sync.state import StateStore
+
+
+@dataclass(slots=True)
+class Delivery:
+    """What a run delivered: acknowledged rows, failures with reasons, requests made."""
+
+    sent: int = 0
+    failed: int = 0
+    batches: int = 0
+    requests: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    fatal: str | None = None
+
+
+def batches(
+    rows: Iterator[Pending], overhead: int, max_items: int = MAX_ITEMS, max_bytes: int = MAX_BYTES
+) -> Iterator[list[Pending]]:
+    """Group rows in order into batches under the item and byte limits."""
+    batch: list[Pending] = []
+    size = overhead
+    for row in rows:
+        grow = encoded_size(row.item)
+        if batch and (len(batch) >= max_items or size + grow > max_bytes):
+            yield batch
+            batch, size = [], overhead
+        batch.append(row)
+        size += grow
+    if batch:
+        yield batch
+
+
+@dataclass(slots=True)
+class Sender:
+    """Sends one spool to one destination and commits each acknowledged batch to the store."""
+
+    destination: Destination
+    store: StateStore
+    spool: Spool
+    concurrency: int = 4
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    sleep: Callable[[float], None] = time.sleep
+    on_progress: Callable[[Delivery], None] | None = None
+    delivery: Delivery = field(default_factory=Delivery)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self, total: int) -> Delivery:
+        """Deliver every spooled row; rows not acknowledged are counted failed."""
+        with ThreadPoolExecutor(
+            max_workers=self.concurrency, thread_name_prefix="amp-send"
+        ) as pool:
+            for future in [pool.submit(self._partition, p) for p in range(self.concurrency)]:
+                future.result()
+        self.delivery.failed = total - self.delivery.sent
+        return self.delivery
+
+    def _partition(self, part: int) -> None:
+        client = IdentifyClient(self.destination, self.policy, self.sleep, random.Random())
+        overhead = len(encode_body(self.destination.api_key, []))
+        try:
+            for batch in batches(self.spool.partition(part), overhead):
+                if self._stop.is_set():
+                    return
+                self._deliver(client, batch)
+        except FatalError as exc:
+            self._stop.set()
+            with self._lock:
+                self.delivery.fatal = str(exc)
+        except BaseException:
+            self._stop.set()
+            raise
+        finally:
+            with self._lock:
+                self.delivery.requests += client.requests_sent
+
+    def _deliver(self, client: IdentifyClient, batch: list[Pending]) -> None:
+        queue = [batch]
+        while queue and not self._stop.is_set():
+            part = queue.pop(0)
+            answer = client.send([p.item for p in part])
+            queue[:0] = self._settle(part, answer)
+
+    def _settle(self, part: list[Pending], answer: Answer) -> list[list[Pending]]:
+        """Commit or count one answered batch; returns the pieces to send again, in order."""
+        if answer.outcome is Outcome.OK:
+            self._acknowledged(part)
+            return []
+        if answer.outcome is Outcome.SPLIT and len(part) > 1:
+            half = len(part) // 2
+            return [part[:half], part[half:]]
+        if answer.outcome is Outcome.REJECTED:
+            bad = set(answer.bad_items)
+            self._note(f"Amplitude refused the row: {answer.detail}", len(bad))
+            rest = [p for i, p in enumerate(part) if i not in bad]
+            return [rest] if rest else []
+        self._note(_reason(answer), len(part))
+        return []
+
+    def _acknowledged(self, part: list[Pending]) -> None:
+        self.store.commit((p.key, p.digest, p.doc) for p in part)
+        with self._lock:
+            self.delivery.sent += len(part)
+            self.delivery.batches += 1
+            if self.on_progress:
+                self.on_progress(self.delivery)
+
+    def _note(self, reason: str, rows: int) -> None:
+        with self._lock:
+            self.delivery.reasons[reason] = self.delivery.reasons.get(reason, 0) + rows
+
+
+def _reason(answer: Answer) -> str:
+    if answer.outcome is Outcome.RETRY:
+        return f"gave up after retries: {answer.detail}"
+    if answer.outcome is Outcome.SPLIT:
+        return "a single row is larger than Amplitude's request limit"
+    return answer.detail

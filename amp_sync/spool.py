@@ -1,0 +1,101 @@
+"""A temporary on-disk queue of the identifications a run will send, so memory stays flat."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """One row waiting to be sent: its request item and what to commit once acknowledged."""
+
+    key: str
+    item: bytes  # the identification, JSON-encoded once
+    doc: str  # canonical fields for the snapshot
+    digest: bytes
+
+
+class Spool:
+    """Spooled rows in a throwaway SQLite file; read back per sender partition in row order."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="amp_sync_spool_", dir=directory)
+        self._path = Path(self._dir.name) / "spool.sqlite"
+        self._db = self._connect()
+        self._db.executescript(
+            """
+            PRAGMA journal_mode = OFF;
+            PRAGMA synchronous = OFF;
+            CREATE TABLE pending (
+                seq INTEGER PRIMARY KEY, key TEXT NOT NULL, part INTEGER NOT NULL,
+                item BLOB NOT NULL, doc TEXT NOT NULL, digest BLOB NOT NULL);
+            CREATE TABLE dropped (key TEXT PRIMARY KEY);
+            """
+        )
+        self._lock = threading.Lock()
+        self._buffer: list[tuple[str, int, bytes, str, bytes]] = []
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+
+    def add(self, key: str, part: int, item: dict[str, Any], doc: str, digest: bytes) -> None:
+        """Queue one identification for partition `part`."""
+        encoded = json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        self._buffer.append((key, part, encoded, doc, digest))
+        if len(self._buffer) >= 5000:
+            self.flush()
+
+    def drop(self, key: str) -> None:
+        """Never send `key` (all its rows were rejected after it was spooled)."""
+        self._db.execute("INSERT OR IGNORE INTO dropped VALUES (?)", (key,))
+
+    def flush(self) -> None:
+        """Write buffered rows to disk."""
+        with self._lock:
+            if self._buffer:
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "INSERT INTO pending (key, part, item, doc, digest) VALUES (?, ?, ?, ?, ?)",
+                    self._buffer,
+                )
+                self._db.execute("COMMIT")
+                self._buffer.clear()
+
+    def seal(self) -> int:
+        """Finish writing and index by partition; returns how many rows will be sent."""
+        self.flush()
+        self._db.execute("CREATE INDEX IF NOT EXISTS pending_part ON pending (part, seq)")
+        sql = "SELECT count(*) FROM pending WHERE key NOT IN (SELECT key FROM dropped)"
+        return int(self._db.execute(sql).fetchone()[0])
+
+    def partition(self, part: int) -> Iterator[Pending]:
+        """One partition's rows in the order read, through a connection of its own."""
+        db = self._connect()
+        try:
+            rows = db.execute(
+                "SELECT key, item, doc, digest FROM pending WHERE part = ? "
+                "AND key NOT IN (SELECT key FROM dropped) ORDER BY seq",
+                (part,),
+            )
+            for key, item, doc, fp in rows:
+                yield Pending(key, item, doc, fp)
+        finally:
+            db.close()
+
+    def close(self) -> None:
+        """Delete the spool file."""
+        self._db.close()
+        self._dir.cleanup()
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,225 @@
+"""Per-sync snapshot of what Amplitude acknowledged, and the sync's run history, in SQLite."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from amp_sync.errors import StateError
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshot (
+    key TEXT PRIMARY KEY, digest BLOB NOT NULL, doc TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY, kind TEXT NOT NULL, started_at REAL NOT NULL,
+    finished_at REAL, status TEXT NOT NULL, counts TEXT NOT NULL DEFAULT '{}',
+    message TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS rejections (
+    run_id INTEGER NOT NULL, key TEXT NOT NULL, reason TEXT NOT NULL);
+"""
+
+
+def home_dir(env: dict[str, str] | None = None) -> Path:
+    """AMP_SYNC_HOME, or .amp_sync in the working directory."""
+    env = dict(os.environ) if env is None else env
+    return Path(env.get("AMP_SYNC_HOME") or ".amp_sync")
+
+
+def state_path(home: Path, sync_name: str) -> Path:
+    """Where the snapshot of one sync lives."""
+    return home / "state" / f"{sync_name}.sqlite"
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One run in a sync's history."""
+
+    id: int
+    kind: str
+    started_at: float
+    finished_at: float | None
+    status: str
+    counts: dict[str, int]
+    message: str
+
+
+class StateStore:
+    """The snapshot of one sync: key -> digest and fields of the last acknowledged values."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path, read_only: bool) -> None:
+        self._db, self.path, self.read_only = db, path, read_only
+        self._lock = threading.RLock()  # senders commit from several threads on one connection
+
+    @classmethod
+    def open(cls, home: Path, sync_name: str) -> StateStore:
+        """Open for writing, creating the store (owner-only) if it is missing."""
+        path = state_path(home, sync_name)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not path.exists():
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = FULL")
+            db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StateError(_cannot(path, exc)) from None
+        store = cls(db, path, read_only=False)
+        store._check_version(create=True)
+        return store
+
+    @classmethod
+    def open_read_only(cls, home: Path, sync_name: str) -> StateStore | None:
+        """Open without writing anything; None when the sync has never run."""
+        path = state_path(home, sync_name)
+        if not path.exists():
+            return None
+        try:
+            db = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False
+            )
+            store = cls(db, path, read_only=True)
+            store._check_version(create=False)
+        except sqlite3.Error as exc:
+            raise StateError(_cannot(path, exc)) from None
+        return store
+
+    def _check_version(self, create: bool) -> None:
+        try:
+            row = self._db.execute(
+                "SELECT value FROM meta WHERE name = 'schema_version'"
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise StateError(_cannot(self.path, exc)) from None
+        if row is None and create:
+            self._db.execute(
+                "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+        elif row is not None and int(row[0]) > SCHEMA_VERSION:
+            raise StateError(
+                f"the state file {self.path} was written by a newer amp_sync "
+                f"(format {row[0]}, this one reads {SCHEMA_VERSION}); upgrade amp_sync"
+            )
+
+    def index(self) -> dict[str, bytes]:
+        """Every acknowledged key with the digest of its fields."""
+        return dict(self._query("SELECT key, digest FROM snapshot"))
+
+    def docs(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """The acknowledged fields of `keys` (those present)."""
+        out: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(keys), 500):  # stays under SQLite's bound-variable limit
+            part = keys[start : start + 500]
+            marks = ",".join("?" * len(part))
+            sql = f"SELECT key, doc FROM snapshot WHERE key IN ({marks})"
+            out.update((k, json.loads(d)) for k, d in self._query(sql, part))
+        return out
+
+    def commit(self, rows: Iterable[tuple[str, bytes, str]]) -> None:
+        """Record acknowledged rows (key, digest, doc) atomically."""
+        try:
+            with self._transaction():
+                self._db.executemany("INSERT OR REPLACE INTO snapshot VALUES (?, ?, ?)", rows)
+        except sqlite3.Error as exc:
+            raise StateError(_cannot(self.path, exc)) from None
+
+    def start_run(self, kind: str) -> int:
+        """Open a history entry for a run; returns its id."""
+        cur = self._db.execute(
+            "INSERT INTO runs (kind, started_at, status) VALUES (?, ?, 'running')",
+            (kind, time.time()),
+        )
+        return int(cur.lastrowid or 0)
+
+    def finish_run(
+        self,
+        run_id: int,
+        status: str,
+        counts: dict[str, int],
+        message: str,
+        rejections: Iterable[tuple[str, str]],
+    ) -> None:
+        """Close a history entry with its counts and rejected rows."""
+        with self._transaction():
+            self._db.execute(
+                "UPDATE runs SET finished_at = ?, status = ?, counts = ?, message = ? WHERE id = ?",
+                (time.time(), status, json.dumps(counts), message, run_id),
+            )
+            self._db.executemany(
+                "INSERT INTO rejections VALUES (?, ?, ?)", ((run_id, k, r) for k, r in rejections)
+            )
+
+    def runs(self) -> list[RunRecord]:
+        """The history, newest first."""
+        rows = self._query(
+            "SELECT id, kind, started_at, finished_at, status, counts, message "
+            "FROM runs ORDER BY id DESC"
+        )
+        return [RunRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6]) for r in rows]
+
+    def rejections(self, run_id: int) -> list[tuple[str, str]]:
+        """The rows a run rejected, as (key, reason)."""
+        return self._query("SELECT key, reason FROM rejections WHERE run_id = ?", (run_id,))
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        try:
+            with self._lock:
+                return self._db.execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise StateError(_cannot(self.path, exc)) from None
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        """Release the database."""
+        self._db.close()
+
+
+@contextlib.contextmanager
+def run_lock(home: Path, sync_name: str) -> Iterator[None]:
+    """Hold the sync's lock for a run; a second run of the same sync is refused at once."""
+    path = state_path(home, sync_name).with_suffix(".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    except OSError as exc:
+        raise StateError(_cannot(path, exc)) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StateError(
+            f"another run of the sync {sync_name!r} is in progress; wait for it to finish"
+        ) from None
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _cannot(path: Path, exc: Exception) -> str:
+    return (
+        f"cannot use the state file {path}: {exc}. Check that AMP_SYNC_HOME "
+        "points to a writable folder and that the file is an amp_sync state file"
+    )

@@ -1,0 +1,146 @@
+"""Shared fixtures: a fresh AMP_SYNC_HOME, the sandbox on a loopback port, sync files."""
+
+from __future__ import annotations
+
+from hypothesis import settings
+
+# Shared CI machines are slow and uneven: judge properties, not speed.
+settings.register_profile("amp_sync", deadline=None, max_examples=60)
+settings.load_profile("amp_sync")
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from pg_server import PostgresServer, find_pg_bin
+
+from amp_sync.sandbox import SANDBOX_API_KEY, Sandbox
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh AMP_SYNC_HOME for the test."""
+    path = tmp_path / "amp_sync_home"
+    monkeypatch.setenv("AMP_SYNC_HOME", str(path))
+    return path
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    """The Amplitude sandbox on a free loopback port."""
+    with Sandbox() as sb:
+        yield sb
+
+
+@dataclass
+class Warehouse:
+    """A real database reachable by URL, with a helper to run setup SQL."""
+
+    name: str
+    url: str
+
+    def execute(self, *statements: str, rows: list[dict] | None = None) -> None:
+        engine = sa.create_engine(self.url)
+        try:
+            with engine.begin() as conn:
+                for sql in statements:
+                    if rows is not None and sql.lstrip().lower().startswith("insert"):
+                        conn.execute(sa.text(sql), rows)
+                    else:
+                        conn.execute(sa.text(sql))
+        finally:
+            engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session, from the machine's binaries."""
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL binaries not found: .ci/run must apt-install postgresql")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    with PostgresServer(bin_dir) as server:
+        server.start()
+        yield server
+
+
+_db_counter = iter(range(1, 1_000_000))
+
+
+def _make_warehouse(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Warehouse:
+    if kind == "sqlite":
+        return Warehouse(kind, f"sqlite:///{tmp_path / 'warehouse.db'}")
+    if kind == "duckdb":
+        return Warehouse(kind, f"duckdb:///{tmp_path / 'warehouse.duckdb'}")
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return Warehouse(kind, server.create_database(f"wh{next(_db_counter)}"))
+
+
+@pytest.fixture(params=["sqlite", "duckdb", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Warehouse:
+    """Each real warehouse in turn: SQLite, DuckDB and PostgreSQL."""
+    return _make_warehouse(request.param, tmp_path, request)
+
+
+@pytest.fixture
+def sqlite_warehouse(tmp_path: Path, request: pytest.FixtureRequest) -> Warehouse:
+    """A SQLite warehouse, for tests about behaviour rather than drivers."""
+    return _make_warehouse("sqlite", tmp_path, request)
+
+
+def sync_file_text(
+    url: str,
+    endpoint: str,
+    sql: str = "select user_id, plan, ltv from users",
+    mappings: tuple[tuple[str, str, str], ...] = (
+        ("plan", "plan", "$set"),
+        ("ltv", "lifetime_value", "$set"),
+    ),
+    name: str = "ltv-to-amplitude",
+    object_: str = "user",
+    key: str = "user_id",
+    extra_sync: str = "",
+    api_key: str = SANDBOX_API_KEY,
+) -> str:
+    """A complete sync file."""
+    maps = "".join(
+        f'\n[[sync.mappings]]\ncolumn = "{c}"\nproperty = "{p}"\nop = "{o}"\n'
+        for c, p, o in mappings
+    )
+    return f'''
+[source]
+url = "{url}"
+
+[destination]
+name = "Sandbox"
+api_key = "{api_key}"
+region = "us"
+endpoint = "{endpoint}"
+
+[model]
+name = "users"
+sql = """{sql}"""
+
+[sync]
+name = "{name}"
+object = "{object_}"
+behavior = "update_or_create"
+key = "{key}"
+{extra_sync}
+{maps}'''
+
+
+@pytest.fixture
+def write_sync(tmp_path: Path) -> Callable[..., Path]:
+    """Write a sync file into the test's folder and return its path."""
+
+    def write(*args: object, filename: str = "sync.toml", **kwargs: object) -> Path:
+        path = tmp_path / filename
+        path.write_text(sync_file_text(*args, **kwargs))  # type: ignore[arg-type]
+        return path
+
+    return write
