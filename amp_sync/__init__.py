@@ -1,4 +1,4 @@
-"""amp_sync: sync a warehouse SQL model to Amplitude user and device properties, sending only changes."""
+"""amp_sync: sync a warehouse SQL model to Amplitude user and device properties, only changes."""
 
 from __future__ import annotations
 

@@ -150,9 +150,7 @@ class IdentifyClient:
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
         self.requests_sent += 1
         try:
-            resp = self.session.post(
-                self.url, data=body, headers=headers, timeout=self.policy.timeout
-            )
+            resp = self.session.post(self.url, data=body, headers=headers, timeout=self.policy.timeout)
         except requests.Timeout:
             return Answer(Outcome.RETRY, "timed out")
         except requests.exceptions.SSLError:

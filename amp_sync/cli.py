@@ -93,7 +93,11 @@ def _positive(text: str) -> int:
 
 def _preview(args: argparse.Namespace) -> int:
     config = load_config(args.file)
-    report = preview(config, home_dir(), progress=_progress_bar(args.json))
+    line = ProgressLine(args.json)
+    try:
+        report = preview(config, home_dir(), progress=line)
+    finally:
+        line.close()
     _print_report(report, config, args.json)
     return EXIT_OK
 
@@ -101,7 +105,11 @@ def _preview(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     options = RunOptions(concurrency=args.concurrency, policy=RetryPolicy(attempts=args.attempts))
-    report = run(config, home_dir(), options, progress=_progress_bar(args.json))
+    line = ProgressLine(args.json)
+    try:
+        report = run(config, home_dir(), options, progress=line)
+    finally:
+        line.close()
     _print_report(report, config, args.json)
     if report.failed:
         reasons = "; ".join(f"{n} rows: {r}" for r, n in report.failure_reasons.items())
@@ -156,10 +164,7 @@ def _print_report(report: Report, config: SyncConfig, as_json: bool) -> None:
     if report.kind == "preview":
         print(f"  {verb} {report.plan.to_send:,} rows; nothing was sent")
     else:
-        print(
-            f"  {verb} {report.sent:,} rows in {report.requests:,} requests; "
-            f"failed {report.failed:,}"
-        )
+        print(f"  {verb} {report.sent:,} rows in {report.requests:,} requests; failed {report.failed:,}")
     _print_rejections(report, sys.stdout)
 
 
@@ -174,24 +179,32 @@ def _print_rejections(report: Report, out: TextIO, limit: int = 20) -> None:
         print(f"    ... and {len(rejections) - limit:,} more (use --json for all)", file=out)
 
 
-def _progress_bar(quiet: bool):  # type: ignore[no-untyped-def]
-    """A one-line progress display on a terminal's stderr; nothing when piped or --json."""
-    if quiet or not sys.stderr.isatty():
-        return None
-    last = [0.0]
+class ProgressLine:
+    """A one-line progress display on a terminal's stderr; silent when piped or with --json."""
 
-    def show(p: Progress) -> None:
+    def __init__(self, quiet: bool) -> None:
+        self.enabled = not quiet and sys.stderr.isatty()
+        self.shown = False
+        self.last = 0.0
+
+    def __call__(self, p: Progress) -> None:
         now = time.monotonic()
-        if now - last[0] < 0.2:
+        if not self.enabled or now - self.last < 0.2:
             return
-        last[0] = now
-        if p.phase == "reading":
-            line = f"reading: {p.rows_read:,} rows"
-        else:
-            done = p.sent / p.to_send if p.to_send else 1.0
-            bar = "#" * int(done * 30)
-            rate = p.sent / p.elapsed if p.elapsed else 0.0
-            line = f"sending [{bar:<30}] {p.sent:,}/{p.to_send:,} rows, {rate:,.0f} rows/s"
-        print(f"\r{line}", end="", file=sys.stderr, flush=True)
+        self.last, self.shown = now, True
+        print(f"\r{_progress_text(p)}\033[K", end="", file=sys.stderr, flush=True)
 
-    return show
+    def close(self) -> None:
+        """End the line so later output starts on a fresh one."""
+        if self.shown:
+            print(file=sys.stderr)
+
+
+def _progress_text(p: Progress) -> str:
+    if p.phase == "reading":
+        return f"reading: {p.rows_read:,} rows"
+    done = p.sent / p.to_send if p.to_send else 1.0
+    rate = p.sent / p.elapsed if p.elapsed else 0.0
+    left = (p.to_send - p.sent) / rate if rate else 0.0
+    bar = "#" * int(done * 30)
+    return f"sending [{bar:<30}] {p.sent:,}/{p.to_send:,} rows, {rate:,.0f} rows/s, {left:,.0f} s left"

@@ -207,9 +207,7 @@ def _check_keys(data: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _check_section(
-    section: dict[str, Any], table: str, required: set[str], optional: set[str]
-) -> list[str]:
+def _check_section(section: dict[str, Any], table: str, required: set[str], optional: set[str]) -> list[str]:
     problems = [f"unknown key {k!r} in [{table}]" for k in section if k not in required | optional]
     problems += [f"missing key {k!r} in [{table}]" for k in sorted(required) if k not in section]
     for key, value in section.items():
@@ -244,9 +242,7 @@ def _check_choices(sync: dict[str, Any], destination: Any) -> list[str]:
         checks.append((destination.get("region"), "[destination].region", tuple(Region)))
         endpoint = destination.get("endpoint")
         if isinstance(endpoint, str) and not re.match(r"^https?://[^\s/]+", endpoint):
-            problems.append(
-                f"[destination].endpoint must be an http:// or https:// URL, not {endpoint!r}"
-            )
+            problems.append(f"[destination].endpoint must be an http:// or https:// URL, not {endpoint!r}")
     problems += [
         f"{where} must be one of {', '.join(choices)}, not {value!r}"
         for value, where, choices in checks
@@ -297,8 +293,7 @@ def _build(data: dict[str, Any]) -> SyncConfig:
         endpoint=(dst.get("endpoint") or "").rstrip("/") or None,
     )
     mappings = tuple(
-        Mapping_(m["column"], m["property"], Operation(m.get("op", Operation.SET)))
-        for m in sync["mappings"]
+        Mapping_(m["column"], m["property"], Operation(m.get("op", Operation.SET))) for m in sync["mappings"]
     )
     return SyncConfig(
         source=Source(Secret(src["url"])),

@@ -27,13 +27,9 @@ def check_keys(destination: Destination, timeout: float = 15.0) -> KeyCheck:
     except requests.Timeout:
         return KeyCheck(False, f"{_where(destination)} did not answer within {timeout:g} s")
     except requests.exceptions.SSLError:
-        return KeyCheck(
-            False, f"the TLS handshake with {_where(destination)} failed (proxy or certificate?)"
-        )
+        return KeyCheck(False, f"the TLS handshake with {_where(destination)} failed (proxy or certificate?)")
     except requests.ConnectionError:
-        return KeyCheck(
-            False, f"cannot reach {_where(destination)}: check the endpoint and your network"
-        )
+        return KeyCheck(False, f"cannot reach {_where(destination)}: check the endpoint and your network")
 
 
 def _check_pair(destination: Destination, secret: Secret, timeout: float) -> KeyCheck:
@@ -48,9 +44,7 @@ def _check_pair(destination: Destination, secret: Secret, timeout: float) -> Key
             "the API key and secret key were refused: check both keys, and that the project "
             f"is in the {destination.region.upper()} region (keys work in their own region only)",
         )
-    return KeyCheck(
-        False, f"{_where(destination)} answered HTTP {resp.status_code}; try again later"
-    )
+    return KeyCheck(False, f"{_where(destination)} answered HTTP {resp.status_code}; try again later")
 
 
 def _check_api_key(destination: Destination, timeout: float) -> KeyCheck:
@@ -72,9 +66,7 @@ def _check_api_key(destination: Destination, timeout: float) -> KeyCheck:
             f"ok: Amplitude accepts the API key of {destination.name!r} "
             "(add the secret key to check both keys)",
         )
-    return KeyCheck(
-        False, f"{_where(destination)} answered HTTP {resp.status_code}; try again later"
-    )
+    return KeyCheck(False, f"{_where(destination)} answered HTTP {resp.status_code}; try again later")
 
 
 def _where(destination: Destination) -> str:

@@ -192,9 +192,9 @@ def _remove(path: Path) -> None:
 
 def _plans_frame() -> pd.DataFrame:
     """The five plans."""
-    return pd.DataFrame(
-        _PLANS, columns=["plan_id", "name", "monthly_price_cents", "is_trial"]
-    ).astype({"monthly_price_cents": "int64"})
+    return pd.DataFrame(_PLANS, columns=["plan_id", "name", "monthly_price_cents", "is_trial"]).astype(
+        {"monthly_price_cents": "int64"}
+    )
 
 
 def _clean_users(rng: random.Random, count: int) -> list[_User]:
@@ -296,9 +296,7 @@ def _payments_frame(rng: random.Random, people: list[_User]) -> pd.DataFrame:
             rows.extend(_charge(rng, person, paid_s))
     numbered = [(f"pay_{i:07d}", *row) for i, row in enumerate(rows, start=1)]
     columns = ["payment_id", "user_id", "paid_at_s", "amount_cents", "currency", "status"]
-    return pd.DataFrame(numbered, columns=columns).astype(
-        {"paid_at_s": "int64", "amount_cents": "int64"}
-    )
+    return pd.DataFrame(numbered, columns=columns).astype({"paid_at_s": "int64", "amount_cents": "int64"})
 
 
 def _billing_dates(person: _User) -> Iterator[int]:

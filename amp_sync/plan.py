@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import Any, TypeGuard
 
 from amp_sync.config import Operation, SyncConfig, SyncObject
 from amp_sync.spool import Spool
@@ -167,7 +167,7 @@ def _add_operation(props: dict[str, dict[str, Any]], change: FieldChange) -> Non
     props.setdefault(op, {})[change.property] = value
 
 
-def _number(value: Any) -> bool:
+def _number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -247,10 +247,7 @@ class Planner:
         plan = self.plan
         for key, extra in self.repeats.items():
             times = extra + 1
-            reason = (
-                f"{self.shaper.key_label} appears {times} times in the model; "
-                "none of its rows is sent"
-            )
+            reason = f"{self.shaper.key_label} appears {times} times in the model; none of its rows is sent"
             plan.rejections += [Rejection(key, reason)] * times
             self.seen[key] = Kind.BAD
             self.bad.pop(key, None)

@@ -124,9 +124,7 @@ def run(
             store.close()
 
 
-def _run(
-    config: SyncConfig, store: StateStore, options: RunOptions, progress: ProgressFn | None
-) -> Report:
+def _run(config: SyncConfig, store: StateStore, options: RunOptions, progress: ProgressFn | None) -> Report:
     started = time.monotonic()
     run_id = store.start_run("run")
     report = Report("run", Plan(), run_id=run_id)
@@ -163,9 +161,7 @@ def _plan(
         for chunk in stream.chunks:
             planner.add(chunk)
             if progress:
-                progress(
-                    Progress("reading", planner.plan.rows_read, elapsed=time.monotonic() - started)
-                )
+                progress(Progress("reading", planner.plan.rows_read, elapsed=time.monotonic() - started))
     return planner.finish()
 
 
@@ -183,9 +179,7 @@ def _send(
     def on_progress(d: Delivery) -> None:
         if progress:
             elapsed = time.monotonic() - started
-            progress(
-                Progress("sending", report.plan.rows_read, total, d.sent, 0, d.batches, elapsed)
-            )
+            progress(Progress("sending", report.plan.rows_read, total, d.sent, 0, d.batches, elapsed))
 
     sender = Sender(
         config.destination,

@@ -15,6 +15,7 @@ import hmac
 import json
 import threading
 import time
+import urllib.request
 from base64 import b64decode
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -232,9 +233,7 @@ def _valid_id(value: object, min_length: int) -> bool:
 
 def _id_faults(item: JSON, min_length: int, *, required: bool = True) -> _Faults:
     """Bad user_id/device_id values, and "user_id" as missing when the item has neither."""
-    invalid = [
-        f for f in _ID_FIELDS if item.get(f) is not None and not _valid_id(item[f], min_length)
-    ]
+    invalid = [f for f in _ID_FIELDS if item.get(f) is not None and not _valid_id(item[f], min_length)]
     has_id = any(item.get(f) is not None for f in _ID_FIELDS)
     return invalid, [] if has_id or not required else ["user_id"]
 
@@ -727,11 +726,7 @@ def _handle_profiles(app: _App, request: _Request) -> _Reply:
 def _handle_inactive(app: _App, request: _Request) -> _Reply:
     payload = _json_object(request.body) or {}
     event_type, inactive = payload.get("event_type"), payload.get("inactive", True)
-    if (
-        not isinstance(event_type, str)
-        or not _is_name(event_type)
-        or not isinstance(inactive, bool)
-    ):
+    if not isinstance(event_type, str) or not _is_name(event_type) or not isinstance(inactive, bool):
         return _error(400, 'Send JSON {"event_type": "<name>", "inactive": true or false}')
     app.store.mark_inactive(event_type, inactive)
     return _Reply(200, {"code": 200})
@@ -769,9 +764,7 @@ def _respond(app: _App, method: str, request: _Request, too_large: bool) -> _Rep
     if route is None:
         return _error(404, "Invalid request path")
     if method != route.method:
-        return _Reply(
-            405, {"code": 405, "error": "Method not allowed"}, 0, (("Allow", route.method),)
-        )
+        return _Reply(405, {"code": 405, "error": "Method not allowed"}, 0, (("Allow", route.method),))
     return _too_large() if too_large else route.handle(app, request)
 
 
@@ -920,3 +913,22 @@ def serve(host: str, port: int, api_keys: dict[str, str | None]) -> None:
             sandbox._server.serve_forever()
     finally:
         sandbox._server.server_close()
+
+
+def fetch(base_url: str, what: str = "profiles", timeout: float = 5.0) -> list[JSON]:
+    """Read a running sandbox's profiles, events, groups or requests over HTTP."""
+    if what not in ("profiles", "events", "groups", "requests"):
+        raise ValueError(f"unknown sandbox listing {what!r}")
+    url = f"{base_url.rstrip('/')}/sandbox/{what}"
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        data = json.loads(resp.read())
+    return list(data)
+
+
+def is_running(base_url: str, timeout: float = 1.0) -> bool:
+    """True when a sandbox answers at `base_url`."""
+    try:
+        with urllib.request.urlopen(f"{base_url.rstrip('/')}/health", timeout=timeout) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False

@@ -71,9 +71,7 @@ class Sender:
 
     def run(self, total: int) -> Delivery:
         """Deliver every spooled row; rows not acknowledged are counted failed."""
-        with ThreadPoolExecutor(
-            max_workers=self.concurrency, thread_name_prefix="amp-send"
-        ) as pool:
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="amp-send") as pool:
             for future in [pool.submit(self._partition, p) for p in range(self.concurrency)]:
                 future.result()
         self.delivery.failed = total - self.delivery.sent

@@ -86,9 +86,7 @@ class StateStore:
         if not path.exists():
             return None
         try:
-            db = sqlite3.connect(
-                f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False
-            )
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
             store = cls(db, path, read_only=True)
             store._check_version(create=False)
         except sqlite3.Error as exc:
@@ -97,15 +95,11 @@ class StateStore:
 
     def _check_version(self, create: bool) -> None:
         try:
-            row = self._db.execute(
-                "SELECT value FROM meta WHERE name = 'schema_version'"
-            ).fetchone()
+            row = self._db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
         except sqlite3.Error as exc:
             raise StateError(_cannot(self.path, exc)) from None
         if row is None and create:
-            self._db.execute(
-                "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
+            self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         elif row is not None and int(row[0]) > SCHEMA_VERSION:
             raise StateError(
                 f"the state file {self.path} was written by a newer amp_sync "
@@ -163,8 +157,7 @@ class StateStore:
     def runs(self) -> list[RunRecord]:
         """The history, newest first."""
         rows = self._query(
-            "SELECT id, kind, started_at, finished_at, status, counts, message "
-            "FROM runs ORDER BY id DESC"
+            "SELECT id, kind, started_at, finished_at, status, counts, message FROM runs ORDER BY id DESC"
         )
         return [RunRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6]) for r in rows]
 

@@ -128,8 +128,7 @@ LEFT JOIN activity AS a ON a.user_id = u.user_id""",
 _KEY_ACTIONS = ModelTemplate(
     name="key_actions",
     title="Key actions in the last 7 and 30 days",
-    description="How many reports each user created or shared in the 7 and 30 days before "
-    f"{AS_OF}.",
+    description=f"How many reports each user created or shared in the 7 and 30 days before {AS_OF}.",
     sql=f"""\
 WITH recent AS (
     SELECT

@@ -49,9 +49,7 @@ def to_json(value: Any) -> JsonValue | Invalid:
 
 def _checked_str(text: str) -> str | Invalid:
     if len(text) > MAX_STRING:
-        return Invalid(
-            f"a text value is {len(text):,} characters long; Amplitude keeps only {MAX_STRING:,}"
-        )
+        return Invalid(f"a text value is {len(text):,} characters long; Amplitude keeps only {MAX_STRING:,}")
     return text
 
 
@@ -143,9 +141,7 @@ def to_id(value: Any, label: str) -> str | Invalid:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         else:
-            return Invalid(
-                f"the {label} must be text or a whole number, not {type(value).__name__}"
-            )
+            return Invalid(f"the {label} must be text or a whole number, not {type(value).__name__}")
     text = str(value)
     if text.strip().lower() in JUNK_IDS:
         return Invalid(f"{label} {text!r} is a placeholder id that Amplitude refuses")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,9 +66,7 @@ def check_read_only(sql: str) -> Statement:
         raise WarehouseError("the model has several statements: a model is exactly one SELECT")
     if not words or words[0] not in ("select", "with"):
         first = words[0].upper() if words else sql.strip()[:20]
-        raise WarehouseError(
-            f"the model must be a SELECT or WITH query, not {first}: models only read"
-        )
+        raise WarehouseError(f"the model must be a SELECT or WITH query, not {first}: models only read")
     for word in words:
         if word in _WRITES:
             raise WarehouseError(
@@ -100,9 +99,7 @@ def create_engine(url: str) -> sa.Engine:
             "postgresql+psycopg://user:password@host/db"
         ) from None
     except ImportError as exc:
-        raise WarehouseError(
-            f"the driver for {describe_url(url)} is not installed: {exc.name}"
-        ) from None
+        raise WarehouseError(f"the driver for {describe_url(url)} is not installed: {exc.name}") from None
 
 
 @dataclass(slots=True)
@@ -121,9 +118,9 @@ def read_model(url: str, sql: str, chunk_rows: int = CHUNK_ROWS) -> Iterator[Mod
     try:
         with _errors(url), engine.connect() as conn:
             _make_read_only(conn)
-            result = conn.execution_options(
-                stream_results=True, yield_per=chunk_rows
-            ).exec_driver_sql(statement.sql)
+            result = conn.execution_options(stream_results=True, yield_per=chunk_rows).exec_driver_sql(
+                statement.sql
+            )
             if not result.returns_rows:
                 raise WarehouseError("the model returned no result set: write a SELECT")
             columns = list(result.keys())
@@ -185,3 +182,26 @@ def list_tables(url: str) -> dict[str, list[tuple[str, str]]]:
             }
     finally:
         engine.dispose()
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """The first rows of a model, with the total row count and how long reading took."""
+
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    row_count: int
+    seconds: float
+
+
+def sample(url: str, sql: str, limit: int = 200) -> Sample:
+    """Run a model to the end, keeping its first `limit` rows (for grids and previews)."""
+    started = time.monotonic()
+    rows: list[tuple[Any, ...]] = []
+    count = 0
+    with read_model(url, sql) as stream:
+        for chunk in stream.chunks:
+            count += len(chunk)
+            rows.extend(tuple(r) for r in chunk[: max(0, limit - len(rows))])
+        columns = stream.columns
+    return Sample(columns, rows, count, time.monotonic() - started)

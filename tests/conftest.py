@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-from hypothesis import settings
-
-# Shared CI machines are slow and uneven: judge properties, not speed.
-settings.register_profile("amp_sync", deadline=None, max_examples=60)
-settings.load_profile("amp_sync")
-
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,9 +9,14 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import settings
 from pg_server import PostgresServer, find_pg_bin
 
 from amp_sync.sandbox import SANDBOX_API_KEY, Sandbox
+
+# Shared CI machines are slow and uneven: judge properties, not speed.
+settings.register_profile("amp_sync", deadline=None, max_examples=60)
+settings.load_profile("amp_sync")
 
 
 @pytest.fixture
@@ -108,8 +107,7 @@ def sync_file_text(
 ) -> str:
     """A complete sync file."""
     maps = "".join(
-        f'\n[[sync.mappings]]\ncolumn = "{c}"\nproperty = "{p}"\nop = "{o}"\n'
-        for c, p, o in mappings
+        f'\n[[sync.mappings]]\ncolumn = "{c}"\nproperty = "{p}"\nop = "{o}"\n' for c, p, o in mappings
     )
     return f'''
 [source]

@@ -201,9 +201,7 @@ class PostgresServer:
             "--no-sync",
         )  # fmt: skip
         if result.returncode != 0:
-            raise RuntimeError(
-                f"initdb failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}"
-            )
+            raise RuntimeError(f"initdb failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
         settings = [f"{key} = {value}" for key, value in SERVER_SETTINGS.items()]
         settings.append(f"unix_socket_directories = '{self.socket_dir}'")
         with (self.data_dir / "postgresql.conf").open("a") as conf:
@@ -255,9 +253,7 @@ class PostgresServer:
             return
         try:
             if (self.data_dir / "postmaster.pid").exists():
-                subprocess.run(
-                    self._stop_command(), cwd=root, capture_output=True, timeout=60, check=False
-                )
+                subprocess.run(self._stop_command(), cwd=root, capture_output=True, timeout=60, check=False)
         finally:
             shutil.rmtree(root, ignore_errors=True)
             self.root = self.port = None
@@ -291,9 +287,7 @@ class PostgresServer:
         """SQLAlchemy URL, e.g. ``postgresql+psycopg://postgres@127.0.0.1:PORT/postgres``."""
         if self.port is None:
             raise RuntimeError("PostgresServer is not started")
-        url = sa.URL.create(
-            driver, username=SERVER_USER, host="127.0.0.1", port=self.port, database=dbname
-        )
+        url = sa.URL.create(driver, username=SERVER_USER, host="127.0.0.1", port=self.port, database=dbname)
         return url.render_as_string(hide_password=False)
 
     def create_database(self, name: str) -> str:

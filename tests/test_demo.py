@@ -52,9 +52,7 @@ def rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
 def digests(path: Path) -> dict[str, str]:
     """A hash of each table's sorted contents."""
     return {
-        table: hashlib.sha256(
-            repr(rows(path, f"SELECT * FROM {table} ORDER BY ALL")).encode()
-        ).hexdigest()
+        table: hashlib.sha256(repr(rows(path, f"SELECT * FROM {table} ORDER BY ALL")).encode()).hexdigest()
         for table in TABLES
     }
 
@@ -91,9 +89,7 @@ def test_every_table_is_filled(full_demo: Path) -> None:
     [
         pytest.param("SELECT count(*) = 2 FROM users WHERE user_id IN ('u_1', 'abc')", id="short"),
         pytest.param("SELECT count(*) = 1 FROM users WHERE user_id IS NULL", id="null-id"),
-        pytest.param(
-            "SELECT count(*) = 3 FROM users WHERE user_id IN ('null', 'undefined', '0')", id="junk"
-        ),
+        pytest.param("SELECT count(*) = 3 FROM users WHERE user_id IN ('null', 'undefined', '0')", id="junk"),
         pytest.param(
             "SELECT count(*) = 1 FROM (SELECT user_id FROM users WHERE user_id IS NOT NULL "
             "GROUP BY user_id HAVING count(*) > 1 AND count(DISTINCT plan_id) > 1)",

@@ -20,8 +20,7 @@ def _pg_bin() -> Path:
         return bin_dir
     if os.environ.get("CI"):
         pytest.fail(
-            "PostgreSQL binaries (initdb, pg_ctl) not found on CI: "
-            ".ci/run must apt-install postgresql"
+            "PostgreSQL binaries (initdb, pg_ctl) not found on CI: .ci/run must apt-install postgresql"
         )
     pytest.skip(
         "PostgreSQL binaries (initdb, pg_ctl) not found: install Debian's postgresql "

@@ -100,9 +100,7 @@ def test_bool_and_number_are_different_values() -> None:
 
 def test_device_rows_carry_their_user() -> None:
     new = {"plan": ["$set", "pro"], USER_LINK: ["$user", "user-123"]}
-    item = identification(
-        config("device").sync.object, "device-1", new, field_changes("d", None, new)
-    )
+    item = identification(config("device").sync.object, "device-1", new, field_changes("d", None, new))
     assert item == {
         "device_id": "device-1",
         "user_id": "user-123",
@@ -170,13 +168,8 @@ def test_every_row_lands_in_exactly_one_batch_within_limits(n, size, max_items) 
     assert [r for b in got for r in b] == rows
     for batch in got:
         assert 1 <= len(batch) <= max_items
-        assert (
-            len(encode_body(Secret("k" * 32), [r.item for r in batch])) <= max_bytes
-            or len(batch) == 1
-        )
-        assert (
-            overhead + sum(encoded_size(r.item) for r in batch) - 3 <= max_bytes or len(batch) == 1
-        )
+        assert len(encode_body(Secret("k" * 32), [r.item for r in batch])) <= max_bytes or len(batch) == 1
+        assert overhead + sum(encoded_size(r.item) for r in batch) - 3 <= max_bytes or len(batch) == 1
 
 
 @given(st.text(min_size=1), st.integers(1, 16))

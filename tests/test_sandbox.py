@@ -121,9 +121,7 @@ def test_identify_applies_operations_in_order(
 
 def test_identify_accepts_a_single_object(sb: Sandbox) -> None:
     assert identify(sb, {"device_id": DEVICE, "user_properties": {"a": 1}}).status_code == 200
-    assert sb.store.profiles() == [
-        {"user_id": None, "device_ids": [DEVICE], "user_properties": {"a": 1}}
-    ]
+    assert sb.store.profiles() == [{"user_id": None, "device_ids": [DEVICE], "user_properties": {"a": 1}}]
 
 
 def test_device_merges_onto_the_user_it_logs_in_as(sb: Sandbox) -> None:
@@ -140,9 +138,7 @@ def test_device_merges_onto_the_user_it_logs_in_as(sb: Sandbox) -> None:
 
 
 def test_a_shared_device_follows_its_latest_user(sb: Sandbox) -> None:
-    identify(
-        sb, [{"user_id": USER, "device_id": DEVICE}, {"user_id": "user-00002", "device_id": DEVICE}]
-    )
+    identify(sb, [{"user_id": USER, "device_id": DEVICE}, {"user_id": "user-00002", "device_id": DEVICE}])
     assert [(p["user_id"], p["device_ids"]) for p in sb.store.profiles()] == [
         (USER, []),
         ("user-00002", [DEVICE]),
@@ -167,9 +163,7 @@ def test_profiles_sort_by_user_then_device(sb: Sandbox) -> None:
 def test_unknown_api_key_is_refused_like_amplitude(sb: Sandbox, path: str) -> None:
     items = [{"user_id": USER, "group_type": "org", "group_value": "acme", "event_type": "Viewed"}]
     if path.startswith("/2") or path == "/batch":
-        response = requests.post(
-            sb.url + path, json={"api_key": "wrong-key-1", "events": items}, timeout=5
-        )
+        response = requests.post(sb.url + path, json={"api_key": "wrong-key-1", "events": items}, timeout=5)
     else:
         form = {"api_key": "wrong-key-1", "identification": json.dumps(items)}
         response = requests.post(sb.url + path, data=form, timeout=5)
@@ -294,16 +288,12 @@ def test_groupidentify_applies_group_operations(sb: Sandbox) -> None:
         "$unset": {"tier": "-"},
     }
     assert (
-        group_identify(
-            sb, {"group_type": "org", "group_value": "acme", "group_properties": first}
-        ).text
+        group_identify(sb, {"group_type": "org", "group_value": "acme", "group_properties": first}).text
         == "success"
     )
     group_identify(sb, [{"group_type": "org", "group_value": "acme", "group_properties": then}])
     props = {"plan": "pro", "seats": 3, "tags": ["w", "x"], "city": "Oslo"}
-    assert sb.store.groups() == [
-        {"group_type": "org", "group_value": "acme", "group_properties": props}
-    ]
+    assert sb.store.groups() == [{"group_type": "org", "group_value": "acme", "group_properties": props}]
 
 
 def test_groupidentify_refuses_user_only_operations_and_missing_fields(sb: Sandbox) -> None:
@@ -384,9 +374,7 @@ def test_httpapi_refuses_invalid_events_whole(
 
 @pytest.mark.parametrize("junk", sorted(JUNK_IDS))
 @pytest.mark.parametrize("spell", [str.upper, str.title, lambda s: f" {s} "])
-def test_httpapi_refuses_every_junk_id_whatever_the_length_option(
-    sb: Sandbox, junk: str, spell: Any
-) -> None:
+def test_httpapi_refuses_every_junk_id_whatever_the_length_option(sb: Sandbox, junk: str, spell: Any) -> None:
     response = send(sb, [event(), event(user_id=spell(junk))], options={"min_id_length": 1})
     assert response.status_code == 400
     assert response.json()["events_with_invalid_fields"] == {"user_id": [1]}
@@ -564,9 +552,7 @@ def test_inspection_endpoints(sb: Sandbox) -> None:
     assert get(f"/sandbox/profiles?device_id={DEVICE}") == [sb.store.profile(user_id=USER)]
     assert get("/sandbox/profiles?user_id=nobody") == []
     assert get("/sandbox/events") == sb.store.events()
-    assert get("/sandbox/groups") == [
-        {"group_type": "org", "group_value": "acme", "group_properties": {}}
-    ]
+    assert get("/sandbox/groups") == [{"group_type": "org", "group_value": "acme", "group_properties": {}}]
     assert get("/sandbox/requests") == sb.store.requests()
     assert requests.get(f"{sb.url}/health", timeout=5).text == "ok"
 
@@ -576,9 +562,7 @@ def test_reset_forgets_everything(sb: Sandbox) -> None:
     send(sb, [event(insert_id="a")])
     group_identify(sb, {"group_type": "org", "group_value": "acme"})
     assert requests.post(f"{sb.url}/sandbox/reset", timeout=5).status_code == 200
-    assert (
-        sb.store.profiles() == sb.store.events() == sb.store.groups() == sb.store.requests() == []
-    )
+    assert sb.store.profiles() == sb.store.events() == sb.store.groups() == sb.store.requests() == []
     send(sb, [event(insert_id="a")])  # its insert_id is forgotten too
     assert len(sb.store.events()) == 1
 
@@ -630,9 +614,7 @@ def test_nothing_received_is_logged(sb: Sandbox, capfd: pytest.CaptureFixture[st
         {"user_id": USER, "user_properties": {"email": "someone@example.com"}},
         api_key="secret-in-body",
     )
-    requests.get(
-        f"{sb.url}/api/2/events/list", headers=basic(SANDBOX_API_KEY, "secret-in-header"), timeout=5
-    )
+    requests.get(f"{sb.url}/api/2/events/list", headers=basic(SANDBOX_API_KEY, "secret-in-header"), timeout=5)
     out, err = capfd.readouterr()
     assert (out, err) == ("", "")
 

@@ -51,17 +51,16 @@ def identify_items(sandbox) -> int:
     return sum(r["items"] for r in sandbox.store.requests() if r["path"] == "/identify")
 
 
-def test_first_run_syncs_the_model_and_the_second_sends_nothing(
-    warehouse, sandbox, home, write_sync, capsys
-):
+def test_first_run_syncs_the_model_and_the_second_sends_nothing(warehouse, sandbox, home, write_sync, capsys):
     make_users(warehouse)
     path = write_sync(warehouse.url, sandbox.url)
 
     code, preview, _ = cli(capsys, "preview", str(path), "--json")
     assert code == 0 and not sandbox.store.requests()
     assert not (home / "state").exists() or not list((home / "state").glob("*.sqlite"))
-    assert {k: preview[k] for k in ("new", "changed", "unchanged", "removed", "rejected", "sent", "failed")} == {
+    assert preview == {
         "new": 3, "changed": 0, "unchanged": 0, "removed": 0, "rejected": 4, "sent": 0, "failed": 0,
+        "rejections": preview["rejections"],
     }  # fmt: skip
     assert sorted(r["key"] for r in preview["rejections"]) == [
         "abc",
@@ -83,9 +82,7 @@ def test_first_run_syncs_the_model_and_the_second_sends_nothing(
     assert len(sandbox.store.requests()) == before  # zero requests
 
 
-def test_only_changed_properties_are_sent_and_null_unsets(
-    warehouse, sandbox, home, write_sync, capsys
-):
+def test_only_changed_properties_are_sent_and_null_unsets(warehouse, sandbox, home, write_sync, capsys):
     make_users(warehouse)
     path = write_sync(warehouse.url, sandbox.url)
     assert cli(capsys, "run", str(path), "--json")[0] == 0
@@ -135,9 +132,7 @@ def test_a_mapping_change_sends_that_property_for_every_row(
     assert identify_items(sandbox) == 3
 
 
-def test_rows_that_failed_are_sent_on_the_next_run(
-    sqlite_warehouse, sandbox, home, write_sync, capsys
-):
+def test_rows_that_failed_are_sent_on_the_next_run(sqlite_warehouse, sandbox, home, write_sync, capsys):
     make_users(sqlite_warehouse)
     down = write_sync(sqlite_warehouse.url, "http://127.0.0.1:9", filename="down.toml")
     config = load_config(down)
@@ -150,9 +145,7 @@ def test_rows_that_failed_are_sent_on_the_next_run(
     assert (code, again["new"], again["sent"], again["failed"]) == (0, 3, 3, 0)
 
 
-def test_cli_exit_code_and_one_line_reason_when_rows_fail(
-    sqlite_warehouse, home, write_sync, capsys
-):
+def test_cli_exit_code_and_one_line_reason_when_rows_fail(sqlite_warehouse, home, write_sync, capsys):
     make_users(sqlite_warehouse)
     path = write_sync(sqlite_warehouse.url, "http://127.0.0.1:9")
     code, report, err = cli(capsys, "run", str(path), "--json", "--attempts", "1")
@@ -160,9 +153,7 @@ def test_cli_exit_code_and_one_line_reason_when_rows_fail(
     assert "3 rows were not delivered" in err and "run again" in err
 
 
-def test_a_run_that_dies_midway_resumes_without_resending(
-    sqlite_warehouse, sandbox, home, write_sync
-):
+def test_a_run_that_dies_midway_resumes_without_resending(sqlite_warehouse, sandbox, home, write_sync):
     rows = [{"user_id": f"user-{i:05d}", "plan": "pro", "ltv": i} for i in range(2500)]
     make_users(sqlite_warehouse, rows)
     config = load_config(write_sync(sqlite_warehouse.url, sandbox.url))
@@ -185,14 +176,10 @@ def test_a_run_that_dies_midway_resumes_without_resending(
     assert len(sandbox.store.profiles()) == 2500
 
 
-def test_failed_batches_are_not_committed_and_go_out_next_time(
-    sqlite_warehouse, sandbox, home, write_sync
-):
+def test_failed_batches_are_not_committed_and_go_out_next_time(sqlite_warehouse, sandbox, home, write_sync):
     rows = [{"user_id": f"user-{i:05d}", "plan": "pro", "ltv": i} for i in range(2500)]
     make_users(sqlite_warehouse, rows)
-    scripted = Scripted(
-        script=[(200, "success"), DROP, DROP, (503, ""), (503, "")] + [(500, "")] * 20
-    )
+    scripted = Scripted(script=[(200, "success"), DROP, DROP, (503, ""), (503, "")] + [(500, "")] * 20)
     server, url = serve(scripted)
     try:
         flaky = load_config(write_sync(sqlite_warehouse.url, url, filename="flaky.toml"))
@@ -212,9 +199,7 @@ def test_413_halves_the_batch(sqlite_warehouse, home, write_sync):
     scripted = Scripted(script=[(413, '{"code":413,"error":"Payload too large"}')])
     server, url = serve(scripted)
     try:
-        report = run(
-            load_config(write_sync(sqlite_warehouse.url, url)), home, RunOptions(concurrency=1)
-        )
+        report = run(load_config(write_sync(sqlite_warehouse.url, url)), home, RunOptions(concurrency=1))
     finally:
         server.shutdown()
     sizes = [len(json.loads(r["form"]["identification"][0])) for r in scripted.received]
@@ -233,14 +218,15 @@ def test_an_invalid_key_stops_the_run_without_showing_the_key(
     assert sandbox.store.profiles() == []
 
 
-def test_device_sync_links_devices_to_their_user(
-    sqlite_warehouse, sandbox, home, write_sync, capsys
-):
+def test_device_sync_links_devices_to_their_user(sqlite_warehouse, sandbox, home, write_sync, capsys):
     sqlite_warehouse.execute(
         "create table devices (device_id text, uid text, platform text)",
         "insert into devices values (:d, :u, :p)",
-        rows=[{"d": "device-aaa1", "u": "alice-001", "p": "iOS"}, {"d": "device-bbb2", "u": "alice-001", "p": "Web"},
-              {"d": "device-ccc3", "u": None, "p": "Android"}],
+        rows=[
+            {"d": "device-aaa1", "u": "alice-001", "p": "iOS"},
+            {"d": "device-bbb2", "u": "alice-001", "p": "Web"},
+            {"d": "device-ccc3", "u": None, "p": "Android"},
+        ],
     )  # fmt: skip
     path = write_sync(
         sqlite_warehouse.url, sandbox.url, sql="select device_id, uid, platform from devices",
@@ -251,9 +237,7 @@ def test_device_sync_links_devices_to_their_user(
     assert (code, report["sent"]) == (0, 3)
     alice = sandbox.store.profile(user_id="alice-001")
     assert sorted(alice["device_ids"]) == ["device-aaa1", "device-bbb2"]
-    assert sandbox.store.profile(device_id="device-ccc3")["user_properties"] == {
-        "last_platform": "Android"
-    }
+    assert sandbox.store.profile(device_id="device-ccc3")["user_properties"] == {"last_platform": "Android"}
 
 
 def test_a_missing_column_is_a_config_error_before_any_request(

@@ -69,7 +69,7 @@ def test_numpy_scalars_are_plain_numbers() -> None:
     assert to_json(np.float64(math.nan)) is None
 
 
-@pytest.mark.parametrize("junk", sorted(JUNK_IDS) + ["NULL", " Undefined ", "N/A", "LMY47D"])
+@pytest.mark.parametrize("junk", [*sorted(JUNK_IDS), "NULL", " Undefined ", "N/A", "LMY47D"])
 def test_junk_ids_are_refused(junk: str) -> None:
     result = to_id(junk, "user id")
     assert isinstance(result, Invalid)
