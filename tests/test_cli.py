@@ -164,7 +164,8 @@ def test_the_sandbox_command_refuses_a_busy_port(sandbox, tmp_path):
 
 
 def test_the_core_never_imports_streamlit():
-    code = "import sys, amp_sync.cli, amp_sync.runner, amp_sync.sandbox, amp_sync.demo; print('streamlit' in sys.modules)"
+    modules = "amp_sync.cli, amp_sync.runner, amp_sync.sandbox, amp_sync.demo, amp_sync.templates"
+    code = f"import sys, {modules}; print('streamlit' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "False"
     for path in (ROOT / "amp_sync").glob("*.py"):

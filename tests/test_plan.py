@@ -176,3 +176,21 @@ def test_every_row_lands_in_exactly_one_batch_within_limits(n, size, max_items) 
 def test_partition_is_stable_and_in_range(identity, partitions) -> None:
     assert partition_of(identity, partitions) == partition_of(identity, partitions)
     assert 0 <= partition_of(identity, partitions) < partitions
+
+
+def test_one_users_devices_share_a_partition() -> None:
+    from amp_sync.spool import Spool
+
+    cfg = config("device", user_key='user_key = "uid"')
+    with Spool() as spool:
+        planner = Planner(cfg, ["id", "plan", "ltv", "uid"], {}, lambda keys: {}, spool, partitions=4)
+        rows = [(f"device-{u}-{d}", "pro", 1, f"user-{u:04d}") for u in range(50) for d in range(3)]
+        planner.add(rows)
+        planner.finish()
+        assert spool.seal() == 150
+        owner: dict[str, int] = {}
+        for part in range(4):
+            for pending in spool.partition(part):
+                user = json.loads(pending.item)["user_id"]
+                assert owner.setdefault(user, part) == part  # never two senders for one user
+        assert len(owner) == 50 and len(set(owner.values())) == 4

@@ -1,0 +1,91 @@
+"""The snapshot store: owner-only files, atomic commits, one run at a time, clear errors."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+
+import pytest
+
+from amp_sync.errors import StateError
+from amp_sync.state import SCHEMA_VERSION, StateStore, run_lock, state_path
+
+
+def test_commit_and_read_back(tmp_path) -> None:
+    store = StateStore.open(tmp_path, "s")
+    store.commit([("alice", b"1" * 16, '{"plan":["$set","pro"]}'), ("bobby", b"2" * 16, "{}")])
+    assert store.index() == {"alice": b"1" * 16, "bobby": b"2" * 16}
+    assert store.docs(["alice", "nobody"]) == {"alice": {"plan": ["$set", "pro"]}}
+    store.close()
+    reader = StateStore.open_read_only(tmp_path, "s")
+    assert reader is not None and len(reader.index()) == 2
+    reader.close()
+
+
+def test_preview_of_a_new_sync_creates_nothing(tmp_path) -> None:
+    assert StateStore.open_read_only(tmp_path, "never-ran") is None
+    assert not (tmp_path / "state").exists()
+
+
+def test_files_are_readable_by_their_owner_only(tmp_path) -> None:
+    StateStore.open(tmp_path, "s").close()
+    path = state_path(tmp_path, "s")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_many_docs_are_read_in_pieces(tmp_path) -> None:
+    store = StateStore.open(tmp_path, "s")
+    store.commit((f"user{i:05d}", b"x", "{}") for i in range(1_200))
+    assert len(store.docs([f"user{i:05d}" for i in range(1_200)])) == 1_200
+    store.close()
+
+
+def test_a_second_run_of_the_same_sync_is_refused(tmp_path) -> None:
+    with run_lock(tmp_path, "s"):
+        with (
+            pytest.raises(StateError, match="another run of the sync 's' is in progress"),
+            run_lock(tmp_path, "s"),
+        ):
+            pass
+        with run_lock(tmp_path, "other"):
+            pass
+    with run_lock(tmp_path, "s"):
+        pass
+
+
+def test_run_history(tmp_path) -> None:
+    store = StateStore.open(tmp_path, "s")
+    run_id = store.start_run("run")
+    store.finish_run(run_id, "ok", {"sent": 3}, "", [("abc", "too short")])
+    (record,) = store.runs()
+    assert (record.status, record.counts, record.finished_at is not None) == ("ok", {"sent": 3}, True)
+    assert store.rejections(run_id) == [("abc", "too short")]
+    store.close()
+
+
+def test_a_newer_format_is_refused_with_advice(tmp_path) -> None:
+    StateStore.open(tmp_path, "s").close()
+    db = sqlite3.connect(state_path(tmp_path, "s"))
+    db.execute("update meta set value = ? where name = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    db.commit()
+    db.close()
+    with pytest.raises(StateError, match="newer amp_sync"):
+        StateStore.open(tmp_path, "s")
+
+
+def test_a_file_that_is_not_a_state_file(tmp_path) -> None:
+    path = state_path(tmp_path, "s")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StateError, match="cannot use the state file"):
+        StateStore.open(tmp_path, "s")
+    with pytest.raises(StateError, match="cannot use the state file"):
+        StateStore.open_read_only(tmp_path, "s")
+
+
+def test_an_unwritable_home_is_a_clear_error(tmp_path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StateError, match="AMP_SYNC_HOME"):
+        StateStore.open(blocker, "s")
