@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -309,7 +309,3 @@ def _build(data: dict[str, Any]) -> SyncConfig:
         ),
     )
 
-
-def describe(problems: list[str], bullet: Callable[[str], str] = lambda p: f"  - {p}") -> str:
-    """Problems as an indented list, one per line."""
-    return "\n".join(bullet(p) for p in problems)

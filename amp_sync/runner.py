@@ -139,6 +139,10 @@ def _run(config: SyncConfig, store: StateStore, options: RunOptions, progress: P
         report.error = str(exc)
         _record(store, report, started)
         raise
+    except BaseException:
+        report.error = "interrupted"
+        _record(store, report, started)
+        raise
     _record(store, report, started)
     return report
 

@@ -72,8 +72,13 @@ class Sender:
     def run(self, total: int) -> Delivery:
         """Deliver every spooled row; rows not acknowledged are counted failed."""
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="amp-send") as pool:
-            for future in [pool.submit(self._partition, p) for p in range(self.concurrency)]:
-                future.result()
+            futures = [pool.submit(self._partition, p) for p in range(self.concurrency)]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                self._stop.set()  # Ctrl+C or a worker's error: finish in-flight batches, send no more
+                raise
         self.delivery.failed = total - self.delivery.sent
         return self.delivery
 

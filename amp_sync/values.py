@@ -142,6 +142,8 @@ def to_id(value: Any, label: str) -> str | Invalid:
             value = int(value)
         else:
             return Invalid(f"the {label} must be text or a whole number, not {type(value).__name__}")
+    if isinstance(value, Decimal) and value == value.to_integral_value():
+        value = int(value)
     text = str(value)
     if text.strip().lower() in JUNK_IDS:
         return Invalid(f"{label} {text!r} is a placeholder id that Amplitude refuses")

@@ -168,6 +168,7 @@ def test_a_run_that_dies_midway_resumes_without_resending(sqlite_warehouse, sand
     assert acknowledged == 1000
     store = StateStore.open(home, config.sync.name)
     assert len(store.index()) == 1000  # the state claims exactly what was acknowledged
+    assert (store.runs()[0].status, store.runs()[0].message) == ("error", "interrupted")
     store.close()
 
     report = run(config, home, RunOptions(concurrency=1))

@@ -78,7 +78,13 @@ def test_junk_ids_are_refused(junk: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("alice", "alice"), (123456, "123456"), (12345.0, "12345"), ("  abcde", "  abcde")],
+    [
+        ("alice", "alice"),
+        (123456, "123456"),
+        (Decimal("123456"), "123456"),
+        (12345.0, "12345"),
+        ("  abcde", "  abcde"),
+    ],
 )
 def test_good_ids(value, expected) -> None:
     assert to_id(value, "user id") == expected
