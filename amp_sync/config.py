@@ -308,4 +308,3 @@ def _build(data: dict[str, Any]) -> SyncConfig:
             user_key=sync.get("user_key") or None,
         ),
     )
-

@@ -62,6 +62,7 @@ class Plan:
     rejections: list[Rejection] = field(default_factory=list)
     property_counts: Counter[str] = field(default_factory=Counter)
     sample: list[FieldChange] = field(default_factory=list)
+    payloads: dict[str, dict[str, Any]] = field(default_factory=dict)  # the sample's request items
     columns: list[str] = field(default_factory=list)
     rows_read: int = 0
 
@@ -235,10 +236,13 @@ class Planner:
         sig = self.signatures.setdefault(signature, len(self.signatures))
         self.seen[key] = (sig << 2) | (Kind.NEW if old is None else Kind.CHANGED)
         room = SAMPLE_LIMIT - len(self.plan.sample)
+        if room <= 0 and self.spool is None:
+            return
+        item = identification(self.config.sync.object, key, doc, changes)
         if room > 0:
             self.plan.sample += changes[:room]
+            self.plan.payloads[key] = item
         if self.spool is not None:
-            item = identification(self.config.sync.object, key, doc, changes)
             identity = item.get("user_id") or key
             self.spool.add(key, partition_of(identity, self.partitions), item, text, fp)
 
@@ -258,6 +262,7 @@ class Planner:
         plan.removed = sum(1 for key in self.index if key not in self.seen)
         if self.repeats:
             plan.sample = [c for c in plan.sample if c.key not in self.repeats]
+            plan.payloads = {k: v for k, v in plan.payloads.items() if k not in self.repeats}
         return plan
 
     def _count(self) -> None:

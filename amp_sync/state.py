@@ -216,3 +216,25 @@ def _cannot(path: Path, exc: Exception) -> str:
         f"cannot use the state file {path}: {exc}. Check that AMP_SYNC_HOME "
         "points to a writable folder and that the file is an amp_sync state file"
     )
+
+
+def history(home: Path, sync_name: str) -> list[RunRecord]:
+    """A sync's runs, newest first; empty when it never ran. Writes nothing."""
+    store = StateStore.open_read_only(home, sync_name)
+    if store is None:
+        return []
+    try:
+        return store.runs()
+    finally:
+        store.close()
+
+
+def run_rejections(home: Path, sync_name: str, run_id: int) -> list[tuple[str, str]]:
+    """The rows one run rejected, as (key, reason)."""
+    store = StateStore.open_read_only(home, sync_name)
+    if store is None:
+        return []
+    try:
+        return store.rejections(run_id)
+    finally:
+        store.close()

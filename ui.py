@@ -1,0 +1,106 @@
+"""Streamlit helpers shared by the pages: the workspace, the sandbox, errors in words, progress."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import streamlit as st
+
+from amp_sync import sandbox
+from amp_sync.demo import DEFAULT_DEMO_PATH, demo_url, ensure_demo_warehouse
+from amp_sync.errors import AmpSyncError, ConfigError
+from amp_sync.state import home_dir
+from amp_sync.workspace import Workspace
+
+T = TypeVar("T")
+
+SANDBOX_URL = os.environ.get("AMP_SYNC_SANDBOX_URL", f"http://127.0.0.1:{sandbox.DEFAULT_PORT}")
+DEMO_PATH = Path(os.environ.get("AMP_SYNC_DEMO_PATH", str(DEFAULT_DEMO_PATH)))
+
+# Page files, for st.page_link and st.switch_page (paths relative to app.py).
+HOME = "pages/home.py"
+DESTINATIONS = "pages/destinations.py"
+WAREHOUSES = "pages/warehouses.py"
+MODELS = "pages/models.py"
+SYNCS = "pages/syncs.py"
+PREVIEW = "pages/preview.py"
+HISTORY = "pages/history.py"
+
+
+def home() -> Path:
+    """AMP_SYNC_HOME, read each time so tests can point it elsewhere."""
+    return home_dir()
+
+
+@st.cache_resource(show_spinner="Preparing the demo warehouse…")
+def _defaults(home_path: str, sandbox_url: str, demo_path: str) -> bool:
+    ensure_demo_warehouse(Path(demo_path))
+    Workspace(Path(home_path)).ensure_defaults(sandbox_url, demo_url(Path(demo_path)))
+    return True
+
+
+def workspace() -> Workspace:
+    """The saved destinations, warehouses, models and syncs; first start adds the demo ones."""
+    path = home()
+    _defaults(str(path.resolve()), SANDBOX_URL, str(DEMO_PATH.resolve()))
+    return Workspace(path)
+
+
+def show_error(exc: AmpSyncError) -> None:
+    """An amp_sync error in words, every problem on its own line; never a traceback."""
+    if isinstance(exc, ConfigError) and len(exc.problems) > 1:
+        st.error("Please fix these:\n" + "\n".join(f"- {p}" for p in exc.problems))
+    else:
+        st.error(str(exc))
+
+
+def attempt(action: Callable[[], T]) -> T | None:
+    """Run `action`; show an amp_sync error in words and return None instead of raising."""
+    try:
+        return action()
+    except AmpSyncError as exc:
+        show_error(exc)
+        return None
+
+
+def mask(secret: Any) -> str:
+    """A saved key as the user may see it: bullets and the last four characters."""
+    return secret.masked() if secret else "—"
+
+
+def is_sandbox(endpoint: str | None) -> bool:
+    """True when a destination points at the local sandbox."""
+    return bool(endpoint) and endpoint.rstrip("/") == SANDBOX_URL.rstrip("/")
+
+
+def run_with_progress(work: Callable[[Callable[[Any], None]], T], render: Callable[[Any], None]) -> T:
+    """Run `work(progress)` in a thread while this script redraws `render(latest)` every 0.2 s.
+
+    Streamlit elements can be drawn only from the script's own thread, while amp_sync reports
+    progress from its sender threads: the latest report is handed over through a variable.
+    """
+    latest: list[Any] = [None]
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = work(lambda p: latest.__setitem__(0, p))
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, in the script's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="amp-sync-work", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        if latest[0] is not None:
+            render(latest[0])
+        time.sleep(0.2)
+    if "error" in outcome:
+        raise outcome["error"]
+    if latest[0] is not None:
+        render(latest[0])
+    return outcome["value"]  # type: ignore[no-any-return]
