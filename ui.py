@@ -19,8 +19,6 @@ from amp_sync.workspace import Workspace
 
 T = TypeVar("T")
 
-SANDBOX_URL = os.environ.get("AMP_SYNC_SANDBOX_URL", f"http://127.0.0.1:{sandbox.DEFAULT_PORT}")
-DEMO_PATH = Path(os.environ.get("AMP_SYNC_DEMO_PATH", str(DEFAULT_DEMO_PATH)))
 
 # Page files, for st.page_link and st.switch_page (paths relative to app.py).
 HOME = "pages/home.py"
@@ -33,8 +31,18 @@ HISTORY = "pages/history.py"
 
 
 def home() -> Path:
-    """AMP_SYNC_HOME, read each time so tests can point it elsewhere."""
+    """AMP_SYNC_HOME (read on every call, like the other settings, so tests can move it)."""
     return home_dir()
+
+
+def sandbox_url() -> str:
+    """Where the local Amplitude sandbox listens (AMP_SYNC_SANDBOX_URL)."""
+    return os.environ.get("AMP_SYNC_SANDBOX_URL", f"http://127.0.0.1:{sandbox.DEFAULT_PORT}")
+
+
+def demo_path() -> Path:
+    """The demo DuckDB warehouse file (AMP_SYNC_DEMO_PATH)."""
+    return Path(os.environ.get("AMP_SYNC_DEMO_PATH", str(DEFAULT_DEMO_PATH)))
 
 
 @st.cache_resource(show_spinner="Preparing the demo warehouse…")
@@ -47,7 +55,7 @@ def _defaults(home_path: str, sandbox_url: str, demo_path: str) -> bool:
 def workspace() -> Workspace:
     """The saved destinations, warehouses, models and syncs; first start adds the demo ones."""
     path = home()
-    _defaults(str(path.resolve()), SANDBOX_URL, str(DEMO_PATH.resolve()))
+    _defaults(str(path.resolve()), sandbox_url(), str(demo_path().resolve()))
     return Workspace(path)
 
 
@@ -75,7 +83,7 @@ def mask(secret: Any) -> str:
 
 def is_sandbox(endpoint: str | None) -> bool:
     """True when a destination points at the local sandbox."""
-    return bool(endpoint) and endpoint.rstrip("/") == SANDBOX_URL.rstrip("/")
+    return bool(endpoint) and endpoint.rstrip("/") == sandbox_url().rstrip("/")
 
 
 def run_with_progress(work: Callable[[Callable[[Any], None]], T], render: Callable[[Any], None]) -> T:

@@ -142,3 +142,28 @@ def write_sync(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo DuckDB warehouse, built once per test session."""
+    from amp_sync.demo import build_demo_warehouse
+
+    return build_demo_warehouse(tmp_path_factory.mktemp("demo") / "warehouse.duckdb")
+
+
+@dataclass
+class AppEnv:
+    """What the app sees in a test: its home folder, the sandbox and the demo warehouse."""
+
+    home: Path
+    sandbox: Sandbox
+    demo: Path
+
+
+@pytest.fixture
+def app_env(home: Path, sandbox: Sandbox, demo_db: Path, monkeypatch: pytest.MonkeyPatch) -> AppEnv:
+    """Point the app at a fresh AMP_SYNC_HOME, a loopback sandbox and the demo warehouse."""
+    monkeypatch.setenv("AMP_SYNC_SANDBOX_URL", sandbox.url)
+    monkeypatch.setenv("AMP_SYNC_DEMO_PATH", str(demo_db))
+    return AppEnv(home, sandbox, demo_db)
