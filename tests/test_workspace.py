@@ -1,0 +1,100 @@
+"""Saved objects persist owner-only, renames follow references, sync files round-trip."""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from amp_sync.config import Destination, Mapping_, Operation, Region, SyncObject, parse_config
+from amp_sync.errors import ConfigError, StateError
+from amp_sync.secret import Secret
+from amp_sync.workspace import SavedModel, SavedSync, Warehouse, Workspace, _toml, export_sync
+
+KEY, SECRET = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"
+
+
+def filled(tmp_path) -> Workspace:
+    ws = Workspace(tmp_path / "home")
+    ws.save(Destination("Prod", Secret(KEY), Secret(SECRET), Region.EU, None))
+    ws.save(Warehouse("wh", Secret("postgresql+psycopg://analyst:p%40ss@db.example:5432/prod")))
+    ws.save(SavedModel("ltv", "wh", "select user_id, ltv\nfrom users\nwhere note = 'a \"\"\" b'"))
+    mappings = (Mapping_("ltv", "lifetime_value", Operation.ADD),)
+    ws.save(SavedSync("ltv-sync", "ltv", "Prod", SyncObject.DEVICE, "user_id", mappings, "uid"))
+    return ws
+
+
+def test_saved_objects_survive_a_restart(tmp_path) -> None:
+    filled(tmp_path)
+    again = Workspace(tmp_path / "home")
+    assert again.get(Destination, "Prod").api_key.reveal() == KEY
+    assert again.names(SavedSync) == ["ltv-sync"]
+    config = again.sync_config("ltv-sync")
+    assert config.destination.region is Region.EU and config.sync.user_key == "uid"
+
+
+def test_the_workspace_file_is_owner_only(tmp_path) -> None:
+    ws = filled(tmp_path)
+    assert stat.S_IMODE(ws.path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(ws.home.stat().st_mode) == 0o700
+
+
+def test_renaming_follows_references_and_deleting_a_used_object_is_refused(tmp_path) -> None:
+    ws = filled(tmp_path)
+    ws.save(SavedModel("ltv2", "wh", "select 1"), previous_name="ltv")
+    assert ws.get(SavedSync, "ltv-sync").model == "ltv2"
+    with pytest.raises(ConfigError, match="used by sync 'ltv-sync'"):
+        ws.delete(Destination, "Prod")
+    ws.delete(SavedSync, "ltv-sync")
+    ws.delete(Destination, "Prod")
+    assert ws.names(Destination) == []
+
+
+def test_names_must_be_unique_and_present(tmp_path) -> None:
+    ws = filled(tmp_path)
+    with pytest.raises(ConfigError, match="already exists"):
+        ws.save(Warehouse("wh", Secret("sqlite://")))
+    with pytest.raises(ConfigError, match="give the model a name"):
+        ws.save(SavedModel(" ", "wh", "select 1"))
+    with pytest.raises(ConfigError, match="no destination named 'Nope'"):
+        ws.get(Destination, "Nope")
+
+
+def test_export_uses_placeholders_and_imports_back(tmp_path) -> None:
+    ws = filled(tmp_path)
+    config = ws.sync_config("ltv-sync")
+    text = export_sync(config)
+    assert KEY not in text and SECRET not in text and "p%40ss" not in text and "p@ss" not in text
+    assert "${AMPLITUDE_API_KEY}" in text and "${WAREHOUSE_PASSWORD}" in text
+    env = {"AMPLITUDE_API_KEY": KEY, "AMPLITUDE_SECRET_KEY": SECRET, "WAREHOUSE_PASSWORD": "p%40ss"}
+    assert parse_config(text, env) == config
+    assert parse_config(export_sync(config, with_secrets=True), {}) == config
+
+    other = Workspace(tmp_path / "other")
+    saved = other.import_sync(text, env)
+    assert other.sync_config(saved.name) == config
+
+
+def test_first_start_defaults(tmp_path) -> None:
+    ws = Workspace(tmp_path / "home")
+    ws.ensure_defaults("http://127.0.0.1:8766", "duckdb:///demo.duckdb")
+    assert ws.names(Destination) == ["Amplitude sandbox"] and len(ws.names(Warehouse)) == 1
+    ws.delete(Destination, "Amplitude sandbox")
+    ws.ensure_defaults("http://127.0.0.1:8766", "duckdb:///demo.duckdb")  # not recreated once set up
+    assert ws.names(Destination) == []
+
+
+def test_a_broken_workspace_file_is_a_clear_error(tmp_path) -> None:
+    ws = Workspace(tmp_path)
+    ws.path.write_text("{not json")
+    with pytest.raises(StateError, match="cannot read the workspace file"):
+        ws.all(Destination)
+
+
+@given(st.text(st.characters(blacklist_categories=("Cs",)), max_size=40))
+def test_any_text_survives_a_toml_round_trip(text: str) -> None:
+    import tomllib
+
+    assert tomllib.loads(f"v = {_toml(text)}")["v"] == text
