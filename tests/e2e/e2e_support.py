@@ -1,0 +1,40 @@
+"""Helpers for the browser journeys: the running app, page loading, screenshots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from playwright.sync_api import Page
+
+from amp_sync.sandbox import Sandbox
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+@dataclass
+class App:
+    """A running app: its URL, its home folder and the sandbox it syncs into."""
+
+    url: str
+    home: Path
+    sandbox: Sandbox
+
+
+def open_page(page: Page, app: App, path: str = "") -> None:
+    """Load a page of the app and wait until its script has finished running."""
+    page.goto(f"{app.url}/{path}")
+    page.wait_for_selector('[data-testid="stApp"]')
+    wait_idle(page)
+
+
+def wait_idle(page: Page) -> None:
+    """Wait until Streamlit has finished the current rerun."""
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
+
+
+def screenshot(page: Page, name: str) -> None:
+    """Save a screenshot of the main area under tests/artifacts (ignored by git)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
