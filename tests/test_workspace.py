@@ -20,7 +20,7 @@ def filled(tmp_path) -> Workspace:
     ws = Workspace(tmp_path / "home")
     ws.save(Destination("Prod", Secret(KEY), Secret(SECRET), Region.EU, None))
     ws.save(Warehouse("wh", Secret("postgresql+psycopg://analyst:p%40ss@db.example:5432/prod")))
-    ws.save(SavedModel("ltv", "wh", "select user_id, ltv\nfrom users\nwhere note = 'a \"\"\" b'"))
+    ws.save(SavedModel("ltv", "wh", 'select user_id, ltv\nfrom users\nwhere note = \'a """ b\''))
     mappings = (Mapping_("ltv", "lifetime_value", Operation.ADD),)
     ws.save(SavedSync("ltv-sync", "ltv", "Prod", SyncObject.DEVICE, "user_id", mappings, "uid"))
     return ws
