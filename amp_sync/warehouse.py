@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -84,10 +85,24 @@ def describe_url(url: str) -> str:
         return "(an unparsable URL)"
 
 
+def _check_file_exists(parsed: sa.URL) -> None:
+    # SQLite and DuckDB create a missing file on connect: a mistyped path must not leave one behind.
+    backend = parsed.get_backend_name()
+    database = parsed.database or ""
+    if backend not in ("sqlite", "duckdb") or database in ("", ":memory:") or database.startswith("file:"):
+        return
+    if not Path(database).exists():
+        raise WarehouseError(
+            f"there is no {backend} file at {Path(database).resolve()}: check the path "
+            "(three slashes then a relative path, four for an absolute one)"
+        )
+
+
 def create_engine(url: str) -> sa.Engine:
     """An engine for `url`; DuckDB files open read-only so other readers are not locked out."""
     try:
         parsed = make_url(url)
+        _check_file_exists(parsed)
         kwargs: dict[str, Any] = {}
         if parsed.get_backend_name() == "duckdb" and parsed.database not in (None, "", ":memory:"):
             kwargs["connect_args"] = {"read_only": True}
@@ -169,8 +184,22 @@ def _is_connect_error(text: str) -> bool:
     return any(n in text.lower() for n in needles)
 
 
+# duckdb-engine's get_columns joins pg_catalog.pg_collation, which DuckDB 2 does not have.
+_DUCKDB_COLUMNS = (
+    "select table_name, column_name, data_type from information_schema.columns "
+    "where table_schema = current_schema() order by table_name, ordinal_position"
+)
+
+
 def list_tables(url: str) -> dict[str, list[tuple[str, str]]]:
     """Tables (and views) with their columns and types, for schema browsing."""
+    if make_url(url).get_backend_name() == "duckdb":
+        tables: dict[str, list[tuple[str, str]]] = {}
+        with read_model(url, _DUCKDB_COLUMNS) as stream:
+            for chunk in stream.chunks:
+                for table, column, type_ in chunk:
+                    tables.setdefault(table, []).append((column, type_))
+        return tables
     engine = create_engine(url)
     try:
         with _errors(url), engine.connect() as conn:

@@ -1,7 +1,150 @@
-"""Destinations page (being built)."""
+"""Destinations: the Amplitude projects syncs send to, their keys checked on Connect."""
 
 from __future__ import annotations
 
 import streamlit as st
 
+import ui
+from amp_sync.catalog import destination_from_form, widget_ids
+from amp_sync.config import Destination, Region
+from amp_sync.credentials import KeyCheck, check_keys
+from amp_sync.errors import AmpSyncError
+from amp_sync.workspace import Workspace
+
+REGIONS = [str(r) for r in Region]
+
+
+def load_form(destination: Destination | None) -> None:
+    """Fill the form with a saved destination, key fields empty (empty keeps the keys), or clear it."""
+    state = st.session_state
+    state.dest_name = destination.name if destination else ""
+    state.dest_api_key = state.dest_secret_key = ""
+    state.dest_region = str(destination.region) if destination else str(Region.US)
+    state.dest_endpoint = (destination.endpoint or "") if destination else ""
+    state.dest_editing = destination.name if destination else None
+
+
+def show_check(check: KeyCheck) -> None:
+    (st.success if check.ok else st.error)(check.message)
+
+
+def connect(ws: Workspace, editing: str | None) -> bool:
+    """Save the form's destination and check its keys; the outcome is shown after a rerun."""
+    s = st.session_state
+    current = ws.get(Destination, editing) if editing else None
+    destination = destination_from_form(
+        s.dest_name, s.dest_api_key, s.dest_secret_key, s.dest_region, s.dest_endpoint, current
+    )
+    ws.save(destination, previous_name=editing)
+    with st.spinner(f"Checking the keys of “{destination.name}”…"):
+        check = check_keys(destination)
+    s.dest_flash = (destination.name, check)
+    s.dest_next = None if check.ok else destination  # refused: stay on it, so the user can fix it
+    return True
+
+
+def ask_delete(name: str | None) -> None:
+    st.session_state.dest_confirm_delete = name
+
+
+def delete(ws: Workspace, name: str) -> None:
+    st.session_state.dest_confirm_delete = None
+    try:
+        ws.delete(Destination, name)
+    except AmpSyncError as exc:
+        st.session_state.dest_delete_error = (name, exc)
+        return
+    st.session_state.dest_deleted = name
+    if st.session_state.get("dest_editing") == name:
+        load_form(None)
+
+
+def render_flash() -> None:
+    name, check = st.session_state.pop("dest_flash", (None, None))
+    if check is not None:
+        show_check(check)
+        if not check.ok:
+            st.caption(f"“{name}” is saved. Fix its keys, region or endpoint below and press Connect again.")
+    if deleted := st.session_state.pop("dest_deleted", None):
+        st.success(f"Deleted the destination “{deleted}”.")
+
+
+def render_form(ws: Workspace) -> None:
+    editing = st.session_state.get("dest_editing")
+    st.subheader(f"Edit destination “{editing}”" if editing else "New Amplitude destination")
+    keep = " (leave empty to keep the saved one)" if editing else ""
+    with st.form("destination_form"):
+        st.text_input("Name", key="dest_name", placeholder="Amplitude (production)")
+        st.text_input(f"API key{keep}", key="dest_api_key", type="password")
+        st.text_input(
+            f"Secret key{keep}", key="dest_secret_key", type="password",
+            help="Optional. With it, Connect checks both keys against Amplitude's dashboard API.",
+        )  # fmt: skip
+        st.radio(
+            "Region", REGIONS, key="dest_region", format_func=str.upper, horizontal=True,
+            help="Amplitude keys work in their project's data centre only.",
+        )  # fmt: skip
+        with st.expander("Advanced"):
+            st.text_input(
+                "Custom endpoint", key="dest_endpoint", placeholder="https://proxy.example.com",
+                help=f"One base URL replacing the region's hosts, e.g. the local sandbox {ui.sandbox_url()}",
+            )  # fmt: skip
+        submitted = st.form_submit_button("Connect", key="dest_connect", type="primary")
+    if editing:
+        st.button("Cancel editing", key="dest_cancel_edit", on_click=load_form, args=(None,))
+    if submitted and ui.attempt(lambda: connect(ws, editing)):
+        st.rerun()  # empties the key fields: a saved key never stays in the page
+
+
+def render_destination(ws: Workspace, d: Destination, wid: str) -> None:
+    with st.container(border=True, key=f"dest_item_{wid}"):
+        sandbox = ui.is_sandbox(d.endpoint)
+        badge = " :green-badge[local sandbox · nothing leaves this machine]" if sandbox else ""
+        st.markdown(f"**{d.name}**{badge}")
+        endpoint = d.endpoint or f"Amplitude {str(d.region).upper()} hosts"
+        st.markdown(
+            f"API key `{ui.mask(d.api_key)}` · secret key `{ui.mask(d.secret_key)}` · "
+            f"region **{str(d.region).upper()}** · endpoint `{endpoint}`"
+        )
+        edit, test, remove = st.columns(3)
+        edit.button("Edit", key=f"dest_edit_{wid}", on_click=load_form, args=(d,), width="stretch")
+        tested = test.button("Connect again", key=f"dest_test_{wid}", width="stretch")
+        remove.button(
+            "Delete", key=f"dest_delete_{wid}", on_click=ask_delete, args=(d.name,), width="stretch"
+        )
+        if tested:
+            with st.spinner("Checking the keys…"):
+                show_check(check_keys(d))
+        render_delete(ws, d.name)
+
+
+def render_delete(ws: Workspace, name: str) -> None:
+    failed = st.session_state.get("dest_delete_error")
+    if failed and failed[0] == name:
+        ui.show_error(st.session_state.pop("dest_delete_error")[1])
+    if st.session_state.get("dest_confirm_delete") != name:
+        return
+    st.warning(f"Delete the destination “{name}”? This cannot be undone.")
+    yes, no = st.columns(2)
+    yes.button("Delete it", key="dest_delete_confirm", type="primary", on_click=delete, args=(ws, name))
+    no.button("Keep it", key="dest_delete_cancel", on_click=ask_delete, args=(None,))
+
+
 st.title("Destinations")
+st.caption("The Amplitude projects your syncs send to. Keys stay on this machine, in an owner-only file.")
+ws = ui.workspace()
+if "dest_next" in st.session_state:
+    load_form(st.session_state.pop("dest_next"))
+elif st.session_state.get("dest_editing") and "dest_name" not in st.session_state:
+    load_form(ui.attempt(lambda: ws.get(Destination, st.session_state.dest_editing)))  # back from a page
+st.session_state.setdefault("dest_region", str(Region.US))
+render_flash()
+render_form(ws)
+
+st.subheader("Saved destinations")
+destinations = ui.attempt(lambda: ws.all(Destination)) or []
+if not destinations:
+    st.info("No destination yet: add one above.")
+ids = widget_ids(d.name for d in destinations)
+for item in destinations:
+    render_destination(ws, item, ids[item.name])

@@ -1,7 +1,173 @@
-"""Warehouses page (being built)."""
+"""Warehouses: SQLAlchemy URLs your models read from, a connection test and a schema browser."""
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
+import ui
+from amp_sync import catalog
+from amp_sync.catalog import (
+    WAREHOUSE_EXAMPLES,
+    ConnectionCheck,
+    check_connection,
+    warehouse_from_form,
+    widget_ids,
+)
+from amp_sync.errors import AmpSyncError
+from amp_sync.warehouse import describe_url
+from amp_sync.workspace import Warehouse, Workspace
+
+
+def load_form(warehouse: Warehouse | None) -> None:
+    """Fill the form with a saved warehouse, URL field empty (empty keeps the URL), or clear it."""
+    st.session_state.wh_name = warehouse.name if warehouse else ""
+    st.session_state.wh_url = ""
+    st.session_state.wh_editing = warehouse.name if warehouse else None
+
+
+def show_check(check: ConnectionCheck) -> None:
+    (st.success if check.ok else st.error)(check.message)
+
+
+def save(ws: Workspace, editing: str | None) -> bool:
+    """Save the form's warehouse and test it; the outcome is shown after a rerun."""
+    current = ws.get(Warehouse, editing) if editing else None
+    warehouse = warehouse_from_form(st.session_state.wh_name, st.session_state.wh_url, current)
+    ws.save(warehouse, previous_name=editing)
+    with st.spinner(f"Connecting to “{warehouse.name}”…"):
+        check = check_connection(warehouse.url.reveal())
+    st.session_state.wh_flash = (warehouse.name, check)
+    st.session_state.wh_next = None if check.ok else warehouse  # failed: stay on it, so it can be fixed
+    if check.ok:
+        st.session_state.wh_browse = warehouse.name
+    return True
+
+
+def ask_delete(name: str | None) -> None:
+    st.session_state.wh_confirm_delete = name
+
+
+def delete(ws: Workspace, name: str) -> None:
+    st.session_state.wh_confirm_delete = None
+    try:
+        ws.delete(Warehouse, name)
+    except AmpSyncError as exc:
+        st.session_state.wh_delete_error = (name, exc)
+        return
+    st.session_state.wh_deleted = name
+    if st.session_state.get("wh_editing") == name:
+        load_form(None)
+
+
+@st.cache_data(ttl=300, show_spinner="Reading the schema…")
+def schema(url: str) -> dict[str, list[tuple[str, str]]]:
+    return catalog.schema(url)
+
+
+def render_flash() -> None:
+    name, check = st.session_state.pop("wh_flash", (None, None))
+    if check is not None:
+        show_check(check)
+        if not check.ok:
+            st.caption(f"“{name}” is saved. Fix its URL below (or install its driver) and save again.")
+    if deleted := st.session_state.pop("wh_deleted", None):
+        st.success(f"Deleted the warehouse “{deleted}”.")
+
+
+def render_examples() -> None:
+    with st.expander("URL examples"):
+        for example in WAREHOUSE_EXAMPLES:
+            note = "" if example.bundled else f" — needs `pip install {example.package}`"
+            st.markdown(f"**{example.label}**{note}")
+            st.code(example.url, language=None)
+        st.caption(
+            "DuckDB, SQLite and PostgreSQL drivers come with amp_sync; others must be pip-installed "
+            "into the app's environment. Relative file paths are read from the folder the app runs in."
+        )
+
+
+def render_form(ws: Workspace) -> None:
+    editing = st.session_state.get("wh_editing")
+    st.subheader(f"Edit warehouse “{editing}”" if editing else "Add a warehouse")
+    current = ui.attempt(lambda: ws.get(Warehouse, editing)) if editing else None
+    with st.form("warehouse_form"):
+        st.text_input("Name", key="wh_name", placeholder="Analytics (PostgreSQL)")
+        st.text_input(
+            "SQLAlchemy URL" + (" (leave empty to keep the saved one)" if editing else ""),
+            key="wh_url",
+            placeholder=describe_url(current.url.reveal()) if current else "duckdb:///path/to/file.duckdb",
+            help="After saving, the URL is shown with its password hidden.",
+        )
+        submitted = st.form_submit_button("Save and test connection", key="wh_save", type="primary")
+    if editing:
+        st.button("Cancel editing", key="wh_cancel_edit", on_click=load_form, args=(None,))
+    render_examples()
+    if submitted and ui.attempt(lambda: save(ws, editing)):
+        st.rerun()  # empties the URL field: a saved password never stays in the page
+
+
+def render_warehouse(ws: Workspace, w: Warehouse, wid: str) -> None:
+    with st.container(border=True, key=f"wh_item_{wid}"):
+        st.markdown(f"**{w.name}**")
+        st.code(describe_url(w.url.reveal()), language=None)
+        edit, test, remove = st.columns(3)
+        edit.button("Edit", key=f"wh_edit_{wid}", on_click=load_form, args=(w,), width="stretch")
+        tested = test.button("Test connection", key=f"wh_test_{wid}", width="stretch")
+        remove.button("Delete", key=f"wh_delete_{wid}", on_click=ask_delete, args=(w.name,), width="stretch")
+        if tested:
+            with st.spinner("Connecting…"):
+                show_check(check_connection(w.url.reveal()))
+        render_delete(ws, w.name)
+
+
+def render_delete(ws: Workspace, name: str) -> None:
+    failed = st.session_state.get("wh_delete_error")
+    if failed and failed[0] == name:
+        ui.show_error(st.session_state.pop("wh_delete_error")[1])
+    if st.session_state.get("wh_confirm_delete") != name:
+        return
+    st.warning(f"Delete the warehouse “{name}”? This cannot be undone.")
+    yes, no = st.columns(2)
+    yes.button("Delete it", key="wh_delete_confirm", type="primary", on_click=delete, args=(ws, name))
+    no.button("Keep it", key="wh_delete_cancel", on_click=ask_delete, args=(None,))
+
+
+def render_browser(warehouses: list[Warehouse]) -> None:
+    st.subheader("Schema browser")
+    by_name = {w.name: w for w in warehouses}
+    if st.session_state.get("wh_browse") not in by_name:
+        st.session_state.wh_browse = next(iter(by_name))
+    name = st.selectbox("Warehouse", list(by_name), key="wh_browse")
+    if st.button("Refresh", key="wh_browse_refresh"):
+        schema.clear()
+    tables = ui.attempt(lambda: schema(by_name[name].url.reveal()))
+    if tables is None:
+        return
+    if not tables:
+        st.info("This warehouse has no tables or views (or none this user can see).")
+    for table, columns in tables.items():
+        with st.expander(f"{table} · {len(columns)} columns"):
+            frame = pd.DataFrame(columns, columns=["column", "type"])
+            st.dataframe(frame, hide_index=True)
+
+
 st.title("Warehouses")
+st.caption("Where your models read from: any SQLAlchemy URL. Models only ever read.")
+ws = ui.workspace()
+if "wh_next" in st.session_state:
+    load_form(st.session_state.pop("wh_next"))
+elif st.session_state.get("wh_editing") and "wh_name" not in st.session_state:
+    load_form(ui.attempt(lambda: ws.get(Warehouse, st.session_state.wh_editing)))  # back from a page
+render_flash()
+render_form(ws)
+
+st.subheader("Saved warehouses")
+warehouses = ui.attempt(lambda: ws.all(Warehouse)) or []
+if not warehouses:
+    st.info("No warehouse yet: add one above.")
+ids = widget_ids(w.name for w in warehouses)
+for item in warehouses:
+    render_warehouse(ws, item, ids[item.name])
+if warehouses:
+    render_browser(warehouses)

@@ -1,0 +1,141 @@
+"""The Destinations page: connect Amplitude keys, see them masked, edit, test again, delete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from amp_sync.config import Destination, Mapping_, Region, SyncObject
+from amp_sync.sandbox import SANDBOX_API_KEY, SANDBOX_SECRET_KEY
+from amp_sync.secret import Secret
+from amp_sync.workspace import SANDBOX_DESTINATION, SavedModel, SavedSync, Workspace
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def open_page() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at.switch_page("pages/destinations.py").run()
+    assert not at.exception
+    return at
+
+
+def rendered(at: AppTest) -> str:
+    """Everything sent to the browser: every element's protobuf, as text."""
+    return "\n".join(str(node.proto) for node in at._tree if hasattr(node, "proto"))
+
+
+def fill(at: AppTest, name: str, api_key: str = "", secret_key: str = "", endpoint: str = "") -> AppTest:
+    at.text_input(key="dest_name").input(name)
+    at.text_input(key="dest_api_key").input(api_key)
+    at.text_input(key="dest_secret_key").input(secret_key)
+    at.text_input(key="dest_endpoint").input(endpoint)
+    at.button(key="dest_connect").click().run()
+    assert not at.exception
+    return at
+
+
+def test_a_fresh_home_lists_the_sandbox_with_its_keys_masked(app_env) -> None:
+    at = open_page()
+    assert at.title[0].value == "Destinations"
+    page = rendered(at)
+    assert SANDBOX_DESTINATION in page and "nothing leaves this machine" in page
+    assert "••••-key" in page and app_env.sandbox.url in page
+    assert SANDBOX_API_KEY not in page and SANDBOX_SECRET_KEY not in page
+
+
+def test_connecting_with_the_sandbox_keys_saves_and_masks_them(app_env) -> None:
+    at = fill(open_page(), "Mine", SANDBOX_API_KEY, SANDBOX_SECRET_KEY, app_env.sandbox.url)
+    assert [s.value for s in at.success] == ["ok: the API key and secret key of 'Mine' are valid"]
+    saved = Workspace(app_env.home).get(Destination, "Mine")
+    assert (saved.api_key.reveal(), saved.secret_key.reveal()) == (SANDBOX_API_KEY, SANDBOX_SECRET_KEY)
+    assert saved.endpoint == app_env.sandbox.url and saved.region is Region.US
+    assert at.text_input(key="dest_api_key").value == "" and at.text_input(key="dest_name").value == ""
+    page = rendered(at)
+    assert "**Mine**" in page and "••••-key" in page
+    assert SANDBOX_API_KEY not in page and SANDBOX_SECRET_KEY not in page
+
+
+def test_a_wrong_key_is_saved_but_refused_in_words_and_left_open_to_fix(app_env) -> None:
+    at = fill(open_page(), "Typo", "not-the-sandbox-key", endpoint=app_env.sandbox.url)
+    assert not at.success
+    assert "Amplitude refused the API key" in at.error[0].value and "US region" in at.error[0].value
+    assert at.session_state["dest_editing"] == "Typo" and at.text_input(key="dest_name").value == "Typo"
+    assert "not-the-sandbox-key" not in rendered(at)
+
+    at.text_input(key="dest_api_key").input(SANDBOX_API_KEY)
+    at.button(key="dest_connect").click().run()
+    assert at.success[0].value.startswith("ok: Amplitude accepts the API key of 'Typo'")
+    assert Workspace(app_env.home).get(Destination, "Typo").api_key.reveal() == SANDBOX_API_KEY
+
+
+def test_a_wrong_secret_key_names_both_keys_and_the_region(app_env) -> None:
+    at = fill(open_page(), "Pair", SANDBOX_API_KEY, "not-the-secret", app_env.sandbox.url)
+    assert "refused" in at.error[0].value and "region" in at.error[0].value
+
+
+def test_an_unreachable_endpoint_is_explained(app_env) -> None:
+    at = fill(open_page(), "Nowhere", SANDBOX_API_KEY, endpoint="http://127.0.0.1:9")
+    assert at.error[0].value == "cannot reach http://127.0.0.1:9: check the endpoint and your network"
+
+
+def test_name_and_api_key_are_required_and_nothing_is_saved_without_them(app_env) -> None:
+    at = fill(open_page(), "  ", endpoint="ftp://x")
+    problems = at.error[0].value
+    assert "give the destination a name" in problems and "enter the project's API key" in problems
+    assert "http:// or https://" in problems
+    assert Workspace(app_env.home).names(Destination) == [SANDBOX_DESTINATION]
+
+
+def test_editing_with_empty_key_fields_keeps_the_saved_keys(app_env) -> None:
+    at = fill(open_page(), "Mine", SANDBOX_API_KEY, SANDBOX_SECRET_KEY, app_env.sandbox.url)
+    at.button(key="dest_edit_mine").click().run()
+    assert at.text_input(key="dest_name").value == "Mine"
+    assert at.text_input(key="dest_endpoint").value == app_env.sandbox.url
+    assert at.text_input(key="dest_api_key").value == "" and at.text_input(key="dest_secret_key").value == ""
+
+    at.text_input(key="dest_name").input("Mine (renamed)")
+    at.button(key="dest_connect").click().run()
+    assert at.success[0].value == "ok: the API key and secret key of 'Mine (renamed)' are valid"
+    ws = Workspace(app_env.home)
+    assert ws.names(Destination) == [SANDBOX_DESTINATION, "Mine (renamed)"]
+    saved = ws.get(Destination, "Mine (renamed)")
+    assert (saved.api_key.reveal(), saved.secret_key.reveal()) == (SANDBOX_API_KEY, SANDBOX_SECRET_KEY)
+    assert at.session_state["dest_editing"] is None
+
+
+def test_connect_again_checks_a_saved_destination(app_env) -> None:
+    at = open_page()
+    at.button(key="dest_test_amplitude-sandbox").click().run()
+    assert at.success[0].value == "ok: the API key and secret key of 'Amplitude sandbox' are valid"
+    app_env.sandbox.close()
+    at.button(key="dest_test_amplitude-sandbox").click().run()
+    assert at.error[0].value.startswith(f"cannot reach {app_env.sandbox.url}")
+
+
+def test_delete_asks_first_and_is_refused_while_a_sync_uses_the_destination(app_env) -> None:
+    at = open_page()
+    ws = Workspace(app_env.home)
+    ws.save(Destination("Spare", Secret("spare-api-key-0000"), None, Region.EU))
+    ws.save(SavedModel("m", "Demo warehouse (DuckDB)", "select user_id, plan_id from users"))
+    mapping = (Mapping_("plan_id", "plan"),)
+    ws.save(SavedSync("s", "m", SANDBOX_DESTINATION, SyncObject.USER, "user_id", mapping))
+    at.run()
+    assert "••••0000" in rendered(at) and "region **EU**" in rendered(at)
+
+    at.button(key="dest_delete_spare").click().run()
+    assert "Delete the destination “Spare”?" in at.warning[0].value
+    at.button(key="dest_delete_cancel").click().run()
+    assert not at.warning and "Spare" in ws.names(Destination)
+
+    at.button(key="dest_delete_spare").click().run()
+    at.button(key="dest_delete_confirm").click().run()
+    assert at.success[0].value == "Deleted the destination “Spare”."
+    assert ws.names(Destination) == [SANDBOX_DESTINATION]
+
+    at.button(key="dest_delete_amplitude-sandbox").click().run()
+    at.button(key="dest_delete_confirm").click().run()
+    assert not at.exception
+    assert "is used by sync 's'" in at.error[0].value
+    assert ws.names(Destination) == [SANDBOX_DESTINATION]
