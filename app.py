@@ -6,21 +6,21 @@ import streamlit as st
 
 import ui
 
-st.set_page_config(page_title="amp_sync", page_icon="🔁", layout="wide")
+st.set_page_config(page_title="amp_sync", page_icon=":material/sync:", layout="wide")
 
 pages = {
-    "": [st.Page(ui.HOME, title="Home", icon="🏠", default=True)],
+    "": [st.Page(ui.HOME, title="Home", icon=":material/home:", default=True)],
     "Connect": [
-        st.Page(ui.DESTINATIONS, title="Destinations", icon="🎯"),
-        st.Page(ui.WAREHOUSES, title="Warehouses", icon="🗄️"),
+        st.Page(ui.DESTINATIONS, title="Destinations", icon=":material/target:"),
+        st.Page(ui.WAREHOUSES, title="Warehouses", icon=":material/database:"),
     ],
     "Build": [
-        st.Page(ui.MODELS, title="Models", icon="📝"),
-        st.Page(ui.SYNCS, title="Syncs", icon="🔀"),
+        st.Page(ui.MODELS, title="Models", icon=":material/code:"),
+        st.Page(ui.SYNCS, title="Syncs", icon=":material/sync_alt:"),
     ],
     "Send": [
-        st.Page(ui.PREVIEW, title="Preview", icon="🔍"),
-        st.Page(ui.HISTORY, title="History", icon="📈"),
+        st.Page(ui.PREVIEW, title="Preview", icon=":material/preview:"),
+        st.Page(ui.HISTORY, title="History", icon=":material/history:"),
     ],
 }
 st.navigation(pages).run()

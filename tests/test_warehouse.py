@@ -132,3 +132,26 @@ def test_a_duckdb_file_is_opened_read_only_so_others_can_read_it(tmp_path) -> No
     url = f"duckdb:///{path}"
     with read_model(url, "select x from t") as first, read_model(url, "select x from t") as second:
         assert [r[0] for c in first.chunks for r in c] == [42] == [r[0] for c in second.chunks for r in c]
+
+
+@pytest.mark.parametrize("scheme", ["sqlite", "duckdb"])
+def test_a_missing_file_is_reported_and_never_created(tmp_path, scheme: str) -> None:
+    path = tmp_path / "typo.db"
+    with pytest.raises(WarehouseError, match="there is no .* file at"):
+        sample(f"{scheme}:///{path}", "select 1")
+    assert not path.exists()
+
+
+def test_schema_of_a_duckdb_warehouse(tmp_path) -> None:
+    import duckdb
+
+    from amp_sync.warehouse import list_tables
+
+    path = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("create table users (user_id varchar, ltv decimal(12,2))")
+    con.execute("create view v as select user_id from users")
+    con.close()
+    tables = list_tables(f"duckdb:///{path}")
+    assert tables["users"] == [("user_id", "VARCHAR"), ("ltv", "DECIMAL(12,2)")]
+    assert tables["v"] == [("user_id", "VARCHAR")]

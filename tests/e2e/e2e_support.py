@@ -37,4 +37,9 @@ def wait_idle(page: Page) -> None:
 def screenshot(page: Page, name: str) -> None:
     """Save a screenshot of the main area under tests/artifacts (ignored by git)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    # Streamlit scrolls an inner element, so a full-page shot is only the viewport: grow it instead.
+    size = page.viewport_size or {"width": 1400, "height": 1000}
+    page.set_viewport_size({"width": size["width"], "height": 1800})
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+    page.set_viewport_size(size)
