@@ -47,7 +47,7 @@ INGEST_HOSTS = {Region.US: "https://api2.amplitude.com", Region.EU: "https://api
 REST_HOSTS = {Region.US: "https://amplitude.com", Region.EU: "https://analytics.eu.amplitude.com"}
 
 BEHAVIORS = ("update_or_create",)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
+SYNC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -221,7 +221,7 @@ def _check_section(section: dict[str, Any], table: str, required: set[str], opti
 def _check_sync(sync: dict[str, Any], destination: Any) -> list[str]:
     problems = list(_check_choices(sync, destination))
     name = sync.get("name")
-    if isinstance(name, str) and name and not _NAME.match(name):
+    if isinstance(name, str) and name and not SYNC_NAME.match(name):
         problems.append(
             f"[sync].name {name!r} may hold only letters, digits, spaces, '.', '_' and '-' "
             "(it names the sync's saved state)"

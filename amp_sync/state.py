@@ -211,6 +211,20 @@ def run_lock(home: Path, sync_name: str) -> Iterator[None]:
         os.close(fd)
 
 
+def rename_state(home: Path, old: str, new: str) -> None:
+    """Move a sync's snapshot and history to its new name, so a rename does not resend everything."""
+    source, target = state_path(home, old), state_path(home, new)
+    if not source.exists():
+        return
+    if target.exists():
+        raise StateError(f"a sync named {new!r} ran before and its saved state is still at {target}")
+    with run_lock(home, old):
+        for suffix in ("", "-wal", "-shm"):
+            moved = Path(f"{source}{suffix}")
+            if moved.exists():
+                os.replace(moved, f"{target}{suffix}")
+
+
 def _cannot(path: Path, exc: Exception) -> str:
     return (
         f"cannot use the state file {path}: {exc}. Check that AMP_SYNC_HOME "

@@ -28,6 +28,7 @@ from amp_sync.config import (
 )
 from amp_sync.errors import ConfigError, StateError
 from amp_sync.secret import Secret
+from amp_sync.state import rename_state
 
 WORKSPACE_FILE = "workspace.json"
 SANDBOX_DESTINATION = "Amplitude sandbox"
@@ -200,6 +201,8 @@ class Workspace:
             if previous_name and previous_name != item.name:
                 section.pop(previous_name, None)
                 _rename_references(data, type(item), previous_name, item.name)
+                if isinstance(item, SavedSync):
+                    rename_state(self.home, previous_name, item.name)
             section[item.name] = spec.dump(item)
             self._write(data)
         return item
@@ -348,4 +351,5 @@ def _toml(text: str) -> str:
         if body.endswith('"'):
             body = body[:-1] + '\\"'  # keep the closing quotes unambiguous
         return f'"""\n{body}"""'
-    return json.dumps(text, ensure_ascii=False)
+    # JSON strings are TOML basic strings, except that TOML forbids a raw DEL character.
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")

@@ -137,7 +137,7 @@ def test_a_duckdb_file_is_opened_read_only_so_others_can_read_it(tmp_path) -> No
 @pytest.mark.parametrize("scheme", ["sqlite", "duckdb"])
 def test_a_missing_file_is_reported_and_never_created(tmp_path, scheme: str) -> None:
     path = tmp_path / "typo.db"
-    with pytest.raises(WarehouseError, match="there is no .* file at"):
+    with pytest.raises(WarehouseError, match=r"there is no .* file at"):
         sample(f"{scheme}:///{path}", "select 1")
     assert not path.exists()
 

@@ -98,3 +98,25 @@ def test_any_text_survives_a_toml_round_trip(text: str) -> None:
     import tomllib
 
     assert tomllib.loads(f"v = {_toml(text)}")["v"] == text
+
+
+def test_renaming_a_sync_moves_its_snapshot_and_history(tmp_path) -> None:
+    from amp_sync.state import StateStore, history
+
+    ws = filled(tmp_path)
+    store = StateStore.open(ws.home, "ltv-sync")
+    store.commit([("alice", b"x", "{}")])
+    store.finish_run(store.start_run("run"), "ok", {"sent": 1}, "", [])
+    store.close()
+    sync = ws.get(SavedSync, "ltv-sync")
+    ws.save(
+        SavedSync(
+            "renamed", sync.model, sync.destination, sync.object, sync.key, sync.mappings, sync.user_key
+        ),
+        previous_name="ltv-sync",
+    )
+    assert [r.counts for r in history(ws.home, "renamed")] == [{"sent": 1}]
+    assert history(ws.home, "ltv-sync") == []
+    moved = StateStore.open(ws.home, "renamed")
+    assert moved.index() == {"alice": b"x"}
+    moved.close()

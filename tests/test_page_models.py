@@ -1,0 +1,147 @@
+"""The Models page: SQL in the editor, live rows, errors in words, save / rename / delete."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from amp_sync.config import SyncObject
+from amp_sync.templates import template
+from amp_sync.workspace import DEMO_WAREHOUSE, SavedModel, SavedSync, Workspace
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def open_models() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at.switch_page("pages/models.py").run()
+    assert not at.exception
+    return at
+
+
+def ace_key(at: AppTest) -> str:
+    """The SQL editor's current key (it changes whenever a model or template is loaded)."""
+    return next(e.key for e in at.get("component_instance") if "ace" in e.proto.component_name)
+
+
+def run_sql(at: AppTest, sql: str) -> AppTest:
+    """What Ctrl/Cmd+Enter does in the browser: the editor sends its text, the page reruns."""
+    at.session_state[ace_key(at)] = sql
+    at.run()
+    assert not at.exception
+    return at
+
+
+def texts(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown)
+
+
+def test_with_no_warehouse_the_page_points_to_warehouses(app_env) -> None:
+    Workspace(app_env.home).save(SavedModel("orphan", "gone", "select 1"))  # a workspace, no warehouse
+    at = open_models()
+    assert "Add a warehouse first" in at.info[0].value
+    assert not at.get("component_instance")
+
+
+def test_a_fresh_workspace_opens_on_an_empty_editor_over_the_demo_warehouse(app_env) -> None:
+    at = open_models()
+    assert at.selectbox(key="model_warehouse").value == DEMO_WAREHOUSE
+    assert at.selectbox(key="model_pick").value == "New model"
+    assert not at.dataframe and not at.error
+    assert "Ctrl/Cmd+Enter runs" in " ".join(c.value for c in at.caption)
+
+
+def test_a_starter_template_runs_and_shows_every_row_counted(app_env) -> None:
+    at = open_models()
+    at.selectbox(key="model_template").select("lifetime_value")
+    at.button(key="model_load_template").click().run()
+    assert not at.exception
+    assert "Rows: 12,007" in texts(at)
+    grid = at.dataframe[0].value
+    assert list(grid.columns)[:3] == ["user_id", "lifetime_value", "payment_count"]
+    assert len(grid) == 200
+    types = dict(at.dataframe[1].value.itertuples(index=False))
+    assert types["user_id"] == "str" and types["first_paid_date"] == "date"
+    assert at.text_input(key="model_name").value == "lifetime_value"
+
+
+def test_the_editor_text_runs_when_sent_and_again_on_run(app_env) -> None:
+    at = run_sql(open_models(), "select 42 as answer")
+    assert "Rows: 1 · all shown" in texts(at)
+    assert at.dataframe[0].value["answer"].tolist() == [42]
+    at.button(key="model_run").click().run()
+    assert not at.exception and at.dataframe[0].value["answer"].tolist() == [42]
+
+
+def test_a_syntax_error_is_shown_in_the_databases_words(app_env) -> None:
+    at = run_sql(open_models(), "select user_id from users where")
+    assert not at.dataframe
+    message = at.error[0].value
+    assert message.startswith("the warehouse refused the model:")
+    assert "syntax error" in message.lower()
+
+
+def test_a_write_statement_is_refused_in_words(app_env) -> None:
+    at = run_sql(open_models(), "delete from users")
+    assert "must be a SELECT or WITH query, not DELETE" in at.error[0].value
+    assert not at.dataframe
+
+
+def test_save_rename_and_delete_a_model(app_env) -> None:
+    ws = Workspace(app_env.home)
+    at = run_sql(open_models(), "select user_id, plan_id from users")
+    at.button(key="model_save").click().run()
+    assert "give the model a name" in at.error[0].value
+    at.text_input(key="model_name").input("plans")
+    at.button(key="model_save").click().run()
+    assert not at.exception
+    assert at.success[0].value == "Saved the model 'plans'."
+    assert ws.get(SavedModel, "plans") == SavedModel(
+        "plans", DEMO_WAREHOUSE, "select user_id, plan_id from users"
+    )
+    assert at.selectbox(key="model_pick").value == "plans"
+
+    ws.save(SavedSync("s", "plans", "Amplitude sandbox", SyncObject.USER, "user_id", ()))
+    at.text_input(key="model_name").input("user plans")
+    at.button(key="model_save").click().run()
+    assert at.success[0].value == "Renamed 'plans' to 'user plans'."
+    assert ws.names(SavedModel) == ["user plans"]
+    assert ws.get(SavedSync, "s").model == "user plans"
+
+    at.button(key="model_delete").click().run()
+    at.button(key="model_delete_yes").click().run()
+    assert "used by sync 's'" in at.error[0].value
+    assert ws.names(SavedModel) == ["user plans"]
+    ws.delete(SavedSync, "s")
+    at.button(key="model_delete_yes").click().run()
+    assert not at.exception
+    assert at.success[0].value == "Deleted the model 'user plans'."
+    assert ws.names(SavedModel) == []
+    assert at.selectbox(key="model_pick").value == "New model"
+
+
+def test_a_saved_model_loads_into_the_editor_and_runs(app_env) -> None:
+    starter = template("trial_end")
+    at = open_models()  # the first start adds the demo warehouse
+    Workspace(app_env.home).save(SavedModel("trials", DEMO_WAREHOUSE, starter.sql))
+    at.run()
+    at.selectbox(key="model_pick").select("trials").run()
+    assert not at.exception
+    editor = next(e for e in at.get("component_instance") if e.key == ace_key(at))
+    assert json.loads(editor.proto.json_args)["defaultValue"] == starter.sql
+    assert "Rows: 12,007" in texts(at)
+    assert list(at.dataframe[0].value.columns) == ["user_id", "trial_end_date", "trial_days_left"]
+
+
+def test_unsaved_work_survives_a_visit_to_another_page(app_env) -> None:
+    at = run_sql(open_models(), "select 7 as seven")
+    at.text_input(key="model_name").input("sevens").run()
+    at.switch_page("pages/home.py").run()
+    at.switch_page("pages/models.py").run()
+    assert not at.exception
+    editor = next(e for e in at.get("component_instance") if e.key == ace_key(at))
+    assert json.loads(editor.proto.json_args)["defaultValue"] == "select 7 as seven"
+    assert at.text_input(key="model_name").value == "sevens"
+    assert at.dataframe[0].value["seven"].tolist() == [7]

@@ -1,0 +1,230 @@
+"""The Syncs page: build a sync on a saved model, map fields, validate, save, export, import."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from amp_sync.config import Mapping_, Operation, SyncObject
+from amp_sync.sandbox import SANDBOX_API_KEY, SANDBOX_SECRET_KEY
+from amp_sync.templates import template
+from amp_sync.workspace import DEMO_WAREHOUSE, SANDBOX_DESTINATION, SavedModel, SavedSync, Workspace
+
+ROOT = Path(__file__).resolve().parents[1]
+LTV = template("lifetime_value")
+NO_EDITS = {"added_rows": [], "deleted_rows": []}
+
+
+def open_syncs(app_env, *models: SavedModel) -> AppTest:
+    """The Syncs page after the first start (demo warehouse, sandbox destination) plus `models`."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    ws = Workspace(app_env.home)
+    for model in models:
+        ws.save(model)
+    at.switch_page("pages/syncs.py").run()
+    assert not at.exception
+    return at
+
+
+def mapper(at: AppTest):
+    return next(e for e in at.get("component_instance") if "sortable" in e.proto.component_name)
+
+
+def board(at: AppTest) -> dict[str, list[str]]:
+    """What the mapper shows: items per container header."""
+    return {c["header"]: c["items"] for c in json.loads(mapper(at).proto.json_args)["items"]}
+
+
+def drag(at: AppTest, *properties: str) -> AppTest:
+    """What dragging does in the browser: the component sends the new board, the page reruns."""
+    shown = board(at)
+    rest = [c for c in shown["Model columns"] + shown["Amplitude properties"] if c not in properties]
+    at.session_state[mapper(at).key] = [
+        {"header": "Model columns", "items": rest},
+        {"header": "Amplitude properties", "items": list(properties)},
+    ]
+    at.run()
+    assert not at.exception
+    return at
+
+
+def edit_fields(at: AppTest, rows: dict[int, dict[str, str]]) -> AppTest:
+    at.session_state[at.session_state["sync_fields_key"]] = {"edited_rows": rows, **NO_EDITS}
+    at.run()
+    assert not at.exception
+    return at
+
+
+def save(at: AppTest, name: str) -> AppTest:
+    at.text_input(key="sync_name").input(name).run()  # Save is enabled once nothing is missing
+    at.button(key="sync_save").click().run()
+    assert not at.exception
+    return at
+
+
+def rendered(at: AppTest) -> str:
+    """The text a user can read on the page."""
+    parts = [e.value for kind in ("markdown", "code", "caption", "info", "warning", "error", "success")
+             for e in getattr(at, kind)]  # fmt: skip
+    parts += [str(e.value) for e in at.text_input] + [str(e.value) for e in at.text_area]
+    return "\n".join(parts)
+
+
+def test_with_no_model_the_page_points_to_models(app_env) -> None:
+    at = open_syncs(app_env)
+    assert "write one on the Models page first" in at.info[0].value
+    assert not at.get("component_instance") and not at.selectbox(key="sync_pick").options[1:]
+
+
+def test_build_a_sync_by_dragging_two_columns_and_naming_their_properties(app_env) -> None:
+    at = open_syncs(app_env, SavedModel("ltv", DEMO_WAREHOUSE, LTV.sql))
+    assert at.selectbox(key="sync_destination").value == SANDBOX_DESTINATION
+    at.selectbox(key="sync_key").select("user_id").run()
+    assert "user_id" not in board(at)["Model columns"]
+    drag(at, "lifetime_value", "plan")
+    assert at.dataframe[0].value["column"].tolist() == ["lifetime_value", "plan"]
+    edit_fields(at, {0: {"property": "ltv", "operation": "$add"}})
+    save(at, "ltv-sync")
+
+    assert at.success[0].value == "Saved the sync 'ltv-sync'."
+    assert Workspace(app_env.home).get(SavedSync, "ltv-sync") == SavedSync(
+        "ltv-sync", "ltv", SANDBOX_DESTINATION, SyncObject.USER, "user_id",
+        (Mapping_("lifetime_value", "ltv", Operation.ADD), Mapping_("plan", "plan", Operation.SET)),
+    )  # fmt: skip
+    assert at.selectbox(key="sync_pick").value == "ltv-sync"
+    assert at.session_state["selected_sync"] == "ltv-sync"
+    assert [link.proto.page for link in at.get("page_link")] == ["preview"]
+
+
+def test_auto_map_maps_every_column_but_the_key(app_env) -> None:
+    at = open_syncs(app_env, SavedModel("ltv", DEMO_WAREHOUSE, LTV.sql))
+    assert at.selectbox(key="sync_key").value == "user_id"  # guessed
+    at.button(key="sync_automap").click().run()
+    expected = ["lifetime_value", "payment_count", "currency", "first_paid_date", "last_paid_date", "plan"]
+    assert board(at) == {"Model columns": [], "Amplitude properties": expected}
+    assert at.dataframe[0].value["property"].tolist() == expected
+    save(at, "ltv-all")
+    saved = Workspace(app_env.home).get(SavedSync, "ltv-all")
+    assert saved.mappings == tuple(Mapping_(c, c, Operation.SET) for c in expected)
+
+
+@pytest.mark.parametrize(
+    ("edits", "problem"),
+    [
+        ({1: {"property": "lifetime_value"}}, "both write the property 'lifetime_value'"),
+        ({0: {"property": "$ltv"}}, "starts with '$', which Amplitude reserves"),
+        ({0: {"property": ""}}, "give the column 'lifetime_value' a property name"),
+    ],
+)
+def test_problems_are_listed_and_block_saving(app_env, edits, problem) -> None:
+    at = open_syncs(app_env, SavedModel("ltv", DEMO_WAREHOUSE, LTV.sql))
+    at = edit_fields(drag(at, "lifetime_value", "plan"), edits)
+    at.text_input(key="sync_name").input("ltv-sync").run()
+    assert problem in at.warning[0].value
+    assert at.button(key="sync_save").disabled
+    assert Workspace(app_env.home).names(SavedSync) == []
+
+
+def test_a_new_sync_lists_what_is_missing(app_env) -> None:
+    at = open_syncs(app_env, SavedModel("emails", DEMO_WAREHOUSE, "select email, name from users"))
+    assert at.selectbox(key="sync_key").value is None  # no obvious id column
+    assert at.warning[0].value.splitlines()[1:] == [
+        "- give the sync a name",
+        "- choose the key column: the one holding the Amplitude User ID",
+        "- map at least one column to an Amplitude property",
+    ]
+
+
+def test_a_device_sync_with_a_user_field(app_env) -> None:
+    at = open_syncs(app_env, SavedModel("devices", DEMO_WAREHOUSE, "select * from devices"))
+    at.radio(key="sync_object").set_value("device").run()
+    assert "Choose **Device** when your rows are devices" in rendered(at)
+    at.selectbox(key="sync_key").select("device_id").run()
+    at.selectbox(key="sync_user_key").select("device_id").run()
+    assert "the user field 'device_id' is also the key column" in at.warning[0].value
+    at.selectbox(key="sync_user_key").select("user_id").run()
+    assert board(at)["Model columns"] == ["platform", "last_seen_at"]
+    save(drag(at, "platform"), "devices-sync")
+    saved = Workspace(app_env.home).get(SavedSync, "devices-sync")
+    assert (saved.object, saved.key, saved.user_key) == (SyncObject.DEVICE, "device_id", "user_id")
+    assert saved.mappings == (Mapping_("platform", "platform"),)
+
+
+def test_a_saved_sync_loads_edits_renames_and_deletes(app_env) -> None:
+    ws = Workspace(app_env.home)
+    at = open_syncs(app_env, SavedModel("ltv", DEMO_WAREHOUSE, LTV.sql))
+    save(drag(at, "plan"), "first")
+    at.selectbox(key="sync_pick").select("New sync").run()
+    assert at.text_input(key="sync_name").value == "" and at.info  # nothing mapped
+    at.selectbox(key="sync_pick").select("first").run()
+    assert board(at)["Amplitude properties"] == ["plan"]
+    edit_fields(at, {0: {"property": "plan_name"}})
+    save(at, "second")
+    assert ws.names(SavedSync) == ["second"]
+    assert ws.get(SavedSync, "second").mappings == (Mapping_("plan", "plan_name"),)
+
+    at.button(key="sync_delete").click().run()
+    assert "Delete the sync 'second'?" in at.warning[0].value
+    at.button(key="sync_delete_yes").click().run()
+    assert not at.exception
+    assert at.success[0].value == "Deleted the sync 'second'."
+    assert ws.names(SavedSync) == [] and at.selectbox(key="sync_pick").value == "New sync"
+
+
+def test_export_has_placeholders_and_keys_only_on_request(app_env) -> None:
+    at = open_syncs(app_env, SavedModel("ltv", DEMO_WAREHOUSE, LTV.sql))
+    save(drag(at, "plan"), "ltv-sync")
+    exported = at.code[0].value
+    assert 'api_key = "${AMPLITUDE_API_KEY}"' in exported
+    assert SANDBOX_API_KEY not in rendered(at) and SANDBOX_SECRET_KEY not in rendered(at)
+    at.checkbox(key="sync_export_keys").check().run()
+    assert "clear text" in at.warning[0].value
+    assert not at.code and SANDBOX_API_KEY not in rendered(at)
+
+
+def test_an_exported_file_imports_back_with_the_keys_typed_once(app_env) -> None:
+    ws = Workspace(app_env.home)
+    at = open_syncs(app_env, SavedModel("ltv", DEMO_WAREHOUSE, LTV.sql))
+    save(drag(at, "plan", "currency"), "ltv-sync")
+    original, exported = ws.get(SavedSync, "ltv-sync"), at.code[0].value
+    at.button(key="sync_delete").click().run()
+    at.button(key="sync_delete_yes").click().run()
+
+    at.text_area(key="sync_import_text").input(exported)
+    at.button(key="sync_import").click().run()
+    assert "environment variable AMPLITUDE_API_KEY is not set" in at.error[0].value
+    at.text_input(key="sync_import_api_key").input(SANDBOX_API_KEY)
+    at.text_input(key="sync_import_secret_key").input(SANDBOX_SECRET_KEY)
+    at.button(key="sync_import").click().run()
+    assert not at.exception
+    assert at.success[0].value == "Imported the sync 'ltv-sync' with its model and destination."
+    assert ws.get(SavedSync, "ltv-sync") == original
+    assert ws.sync_config("ltv-sync").destination.api_key.reveal() == SANDBOX_API_KEY
+    assert at.selectbox(key="sync_pick").value == "ltv-sync"
+    assert board(at)["Amplitude properties"] == ["plan", "currency"]
+    assert at.text_input(key="sync_import_api_key").value == ""
+    assert SANDBOX_API_KEY not in rendered(at)
+
+
+def test_an_invalid_file_lists_every_problem(app_env) -> None:
+    at = open_syncs(app_env)
+    at.text_area(key="sync_import_text").input('[source]\nurl = "sqlite://"\n[sync]\nname = "x"\n')
+    at.button(key="sync_import").click().run()
+    assert not at.exception
+    message = at.error[0].value
+    assert message.startswith("Please fix these:")
+    assert "- missing table [destination]" in message and "- missing key 'key' in [sync]" in message
+
+
+def test_unsaved_edits_survive_a_visit_to_another_page(app_env) -> None:
+    at = open_syncs(app_env, SavedModel("ltv", DEMO_WAREHOUSE, LTV.sql))
+    drag(at, "plan")
+    at.text_input(key="sync_name").input("half-done").run()
+    at.switch_page("pages/home.py").run()
+    at.switch_page("pages/syncs.py").run()
+    assert not at.exception
+    assert at.text_input(key="sync_name").value == "half-done"
+    assert board(at)["Amplitude properties"] == ["plan"]
