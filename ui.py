@@ -21,13 +21,13 @@ T = TypeVar("T")
 
 
 # Page files, for st.page_link and st.switch_page (paths relative to app.py).
-HOME = "pages/home.py"
-DESTINATIONS = "pages/destinations.py"
-WAREHOUSES = "pages/warehouses.py"
-MODELS = "pages/models.py"
-SYNCS = "pages/syncs.py"
-PREVIEW = "pages/preview.py"
-HISTORY = "pages/history.py"
+HOME = "app_pages/home.py"
+DESTINATIONS = "app_pages/destinations.py"
+WAREHOUSES = "app_pages/warehouses.py"
+MODELS = "app_pages/models.py"
+SYNCS = "app_pages/syncs.py"
+PREVIEW = "app_pages/preview.py"
+HISTORY = "app_pages/history.py"
 
 
 def home() -> Path:

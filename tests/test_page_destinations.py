@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def open_page() -> AppTest:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
-    at.switch_page("pages/destinations.py").run()
+    at.switch_page("app_pages/destinations.py").run()
     assert not at.exception
     return at
 

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def open_models() -> AppTest:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
-    at.switch_page("pages/models.py").run()
+    at.switch_page("app_pages/models.py").run()
     assert not at.exception
     return at
 
@@ -138,8 +138,8 @@ def test_a_saved_model_loads_into_the_editor_and_runs(app_env) -> None:
 def test_unsaved_work_survives_a_visit_to_another_page(app_env) -> None:
     at = run_sql(open_models(), "select 7 as seven")
     at.text_input(key="model_name").input("sevens").run()
-    at.switch_page("pages/home.py").run()
-    at.switch_page("pages/models.py").run()
+    at.switch_page("app_pages/home.py").run()
+    at.switch_page("app_pages/models.py").run()
     assert not at.exception
     editor = next(e for e in at.get("component_instance") if e.key == ace_key(at))
     assert json.loads(editor.proto.json_args)["defaultValue"] == "select 7 as seven"

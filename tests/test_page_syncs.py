@@ -24,7 +24,7 @@ def open_syncs(app_env, *models: SavedModel) -> AppTest:
     ws = Workspace(app_env.home)
     for model in models:
         ws.save(model)
-    at.switch_page("pages/syncs.py").run()
+    at.switch_page("app_pages/syncs.py").run()
     assert not at.exception
     return at
 
@@ -223,8 +223,8 @@ def test_unsaved_edits_survive_a_visit_to_another_page(app_env) -> None:
     at = open_syncs(app_env, SavedModel("ltv", DEMO_WAREHOUSE, LTV.sql))
     drag(at, "plan")
     at.text_input(key="sync_name").input("half-done").run()
-    at.switch_page("pages/home.py").run()
-    at.switch_page("pages/syncs.py").run()
+    at.switch_page("app_pages/home.py").run()
+    at.switch_page("app_pages/syncs.py").run()
     assert not at.exception
     assert at.text_input(key="sync_name").value == "half-done"
     assert board(at)["Amplitude properties"] == ["plan"]

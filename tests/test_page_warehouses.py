@@ -15,7 +15,7 @@ DEMO_TABLES = {"users", "payments", "events", "plans", "devices"}
 
 def open_page() -> AppTest:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
-    at.switch_page("pages/warehouses.py").run()
+    at.switch_page("app_pages/warehouses.py").run()
     assert not at.exception
     return at
 

@@ -25,7 +25,15 @@ class App:
 def open_page(page: Page, app: App, path: str = "") -> None:
     """Load a page of the app and wait until its script has finished running."""
     page.goto(f"{app.url}/{path}")
-    page.wait_for_selector('[data-testid="stApp"]')
+    # Every page starts with a title; before the script has run, the main area is empty.
+    page.wait_for_selector('[data-testid="stMain"] h1', timeout=60_000)
+    wait_idle(page)
+
+
+def choose(page: Page, key: str, option: str) -> None:
+    """Pick `option` in the selectbox with widget key `key`."""
+    page.locator(f".st-key-{key}").get_by_role("combobox").click()
+    page.get_by_role("option", name=option, exact=True).click()
     wait_idle(page)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from e2e_support import App, open_page, screenshot
+from e2e_support import App, choose, open_page, screenshot, wait_idle
 from playwright.sync_api import Page, expect
 
 
@@ -27,3 +27,72 @@ def test_a_create_a_destination_and_connect_it_to_the_sandbox(page: Page, app: A
     html = page.content()
     assert SANDBOX_SECRET_KEY not in html and SANDBOX_API_KEY not in html  # masked after saving
     screenshot(page, "destinations")
+
+
+def _ace_frame(page: Page, key_prefix: str):  # type: ignore[no-untyped-def]
+    page.wait_for_selector(f'[class*="st-key-{key_prefix}"] iframe')
+    return next(f for f in page.frames if "streamlit_ace" in f.url)
+
+
+def drag(page: Page, src, dst, steps: int = 12) -> None:  # type: ignore[no-untyped-def]
+    """A stepped mouse drag: dnd-kit (streamlit-sortables) ignores Playwright's drag_to."""
+    src.scroll_into_view_if_needed()  # mouse events only land inside the viewport
+    sb, db = src.bounding_box(), dst.bounding_box()
+    x0, y0 = sb["x"] + sb["width"] / 2, sb["y"] + sb["height"] / 2
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x0 + 5, y0 + 5)
+    page.mouse.move(db["x"] + db["width"] / 2, db["y"] + db["height"] / 2, steps=steps)
+    page.mouse.up()
+
+
+def test_b_write_sql_run_it_see_the_rows_and_save_the_model(page: Page, app: App) -> None:
+    from amp_sync.workspace import SavedModel, Workspace
+
+    open_page(page, app, "models")
+    ace = _ace_frame(page, "model_sql_")
+    ace.evaluate(
+        "() => document.querySelector('.ace_editor').env.editor.setValue("
+        "'select user_id, plan_id, country from users where country is not null', 1)"
+    )
+    page.frame_locator('[class*="st-key-model_sql_"] iframe').locator(".ace_editor").first.click()
+    page.keyboard.press("Control+Enter")
+    expect(page.get_by_text("Rows: ", exact=False).first).to_be_visible(timeout=30_000)
+    expect(page.get_by_test_id("stDataFrame").first).to_be_visible()
+    page.locator(".st-key-model_name input").fill("countries")
+    page.locator(".st-key-model_save button").click()
+    expect(page.get_by_text("countries", exact=False).first).to_be_visible()
+    page.wait_for_timeout(500)
+    saved = Workspace(app.home).get(SavedModel, "countries")
+    assert "country is not null" in saved.sql
+    screenshot(page, "models")
+
+
+def test_c_build_a_sync_by_dragging_two_columns_into_the_mapper(page: Page, app: App) -> None:
+    from amp_sync.templates import template
+    from amp_sync.workspace import DEMO_WAREHOUSE, SavedModel, SavedSync, Workspace
+
+    open_page(page, app)  # the first visit creates the demo warehouse
+    ws = Workspace(app.home)
+    if "ltv" not in ws.names(SavedModel):
+        ws.save(SavedModel("ltv", DEMO_WAREHOUSE, template("lifetime_value").sql))
+    open_page(page, app, "syncs")
+    choose(page, "sync_model", "ltv")
+    frame = page.frame_locator('[class*="st-key-mapper_"] iframe').first
+    target = frame.locator(".sortable-container").nth(1)
+    expect(frame.locator(".sortable-item", has_text="plan")).to_be_visible(timeout=30_000)
+    drag(page, frame.locator(".sortable-item", has_text="plan"), target)
+    wait_idle(page)
+    drag(page, frame.locator(".sortable-item", has_text="lifetime_value"), target)
+    wait_idle(page)
+    expect(page.locator('[class*="st-key-sync_fields_"]')).to_be_visible(timeout=20_000)
+    page.locator(".st-key-sync_name input").fill("ltv-journey")
+    page.locator(".st-key-sync_name input").press("Enter")
+    wait_idle(page)
+    page.locator(".st-key-sync_save button").click()
+    wait_idle(page)
+    page.wait_for_timeout(500)
+    sync = Workspace(app.home).get(SavedSync, "ltv-journey")
+    assert sorted(m.column for m in sync.mappings) == ["lifetime_value", "plan"]
+    assert sync.key == "user_id" and sync.model == "ltv"
+    screenshot(page, "syncs")

@@ -1,0 +1,209 @@
+"""What the Preview and History pages show, as plain rows and words (no streamlit here)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from amp_sync.plan import SAMPLE_LIMIT, FieldChange, Plan, Rejection
+from amp_sync.runner import Progress, Report
+from amp_sync.state import RunRecord
+
+# Sending more rows than this asks the user to type the sync's name first.
+CONFIRM_ABOVE = 1_000
+UNSET = "(unset)"
+FIRST_SYNC = "(new)"
+MISSING_KEY = "(missing)"
+HISTORY_COUNTS = ("new", "changed", "unchanged", "removed", "rejected", "sent", "failed")
+CHART_COUNTS = ("sent", "failed", "rejected")
+
+Row = dict[str, Any]
+
+
+def shown(value: Any) -> str:
+    """A property value as a table cell: text as it is, null as (unset), anything else as JSON."""
+    if value is None:
+        return UNSET
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def change_rows(sample: Iterable[FieldChange]) -> list[Row]:
+    """The field-level diff: key, property, operation, last synced value and new value."""
+    return [
+        {
+            "Key": c.key,
+            "Property": c.property,
+            "Operation": c.op,
+            "Last synced": FIRST_SYNC if c.first_sync else shown(c.before),
+            "New value": shown(c.after),
+        }
+        for c in sample
+    ]
+
+
+def filter_rows(rows: Sequence[Row], text: str) -> list[Row]:
+    """Rows whose key or property contains `text` (any case); all rows for an empty filter."""
+    needle = text.strip().lower()
+    if not needle:
+        return list(rows)
+    return [r for r in rows if needle in r["Key"].lower() or needle in r["Property"].lower()]
+
+
+def filter_keys(keys: Sequence[str], text: str) -> list[str]:
+    """The keys containing `text` (any case); every key when none does or the filter is empty."""
+    needle = text.strip().lower()
+    matching = [k for k in keys if needle in k.lower()] if needle else []
+    return matching or list(keys)
+
+
+def sample_truncated(plan: Plan) -> bool:
+    """True when the plan holds only the first field changes, not all of them."""
+    return len(plan.sample) >= SAMPLE_LIMIT
+
+
+def property_rows(counts: Counter[str]) -> list[Row]:
+    """How many users change per property, most first."""
+    return [{"Property": p, "Users": n} for p, n in counts.most_common()]
+
+
+def payload_text(item: dict[str, Any]) -> str:
+    """One identification exactly as it goes in the request's JSON list."""
+    return json.dumps(item, indent=2, ensure_ascii=False)
+
+
+def _pairs(rejections: Iterable[Rejection | tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(r.key, r.reason) if isinstance(r, Rejection) else (r[0], r[1]) for r in rejections]
+
+
+def rejection_rows(rejections: Iterable[Rejection | tuple[str, str]]) -> list[Row]:
+    """Rows that are not sent, with their reasons; an empty key is shown as (missing)."""
+    return [{"Key": key or MISSING_KEY, "Reason": reason} for key, reason in _pairs(rejections)]
+
+
+def rejections_csv(rejections: Iterable[Rejection | tuple[str, str]]) -> str:
+    """The rejected rows as CSV (key,reason), keys exactly as the model returned them."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["key", "reason"])
+    writer.writerows(_pairs(rejections))
+    return out.getvalue()
+
+
+def needs_confirmation(to_send: int, threshold: int = CONFIRM_ABOVE) -> bool:
+    """A run sending more rows than `threshold` must be confirmed by typing the sync's name."""
+    return to_send > threshold
+
+
+def can_start(to_send: int, typed: str, sync_name: str, threshold: int = CONFIRM_ABOVE) -> bool:
+    """The run may start: few rows, or the sync's name typed exactly."""
+    return not needs_confirmation(to_send, threshold) or typed.strip() == sync_name
+
+
+def duration(seconds: float | None) -> str:
+    """A duration in words: 0.4 s, 12 s, 3 min 05 s, 1 h 02 min."""
+    if seconds is None:
+        return "—"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
+def time_left(done: int, total: int, seconds: float) -> float | None:
+    """Seconds until `total` at the rate so far; None until there is a rate to go by."""
+    if done <= 0 or seconds <= 0:
+        return None
+    return max(0, total - done) * seconds / done
+
+
+@dataclass(slots=True)
+class ProgressText:
+    """Turns a run's progress reports into a bar fraction and a line of words.
+
+    The time left is estimated from the sending phase only: reading the model takes its own time.
+    """
+
+    sending_since: float | None = None
+    last_read: float = 0.0
+
+    def update(self, p: Progress) -> tuple[float, str]:
+        """The bar's fraction (0 to 1) and the words under it."""
+        if p.phase != "sending":
+            self.last_read = p.elapsed
+            return 0.0, f"Reading the model… {p.rows_read:,} rows read"
+        if self.sending_since is None:
+            self.sending_since = self.last_read
+        fraction = min(1.0, p.sent / p.to_send) if p.to_send else 1.0
+        text = f"Sent {p.sent:,} of {p.to_send:,} rows · {p.batches:,} batches"
+        left = time_left(p.sent, p.to_send, p.elapsed - self.sending_since)
+        if left:  # neither unknown nor done
+            text += f" · about {duration(left)} left"
+        return fraction, text
+
+
+def result_summary(report: Report) -> tuple[str, str]:
+    """The outcome of a run in words, with its level: success or warning."""
+    sent = f"Sent {report.sent:,} rows in {duration(report.seconds)}"
+    if report.failed:
+        return "warning", (
+            f"{sent}; {report.failed:,} rows were not delivered. They go out on the next run: start it again."
+        )
+    if report.plan.to_send == 0:
+        return "success", "Nothing to send: Amplitude already has every value."
+    return "success", f"{sent}. Amplitude has every new and changed value."
+
+
+def failure_rows(reasons: dict[str, int]) -> list[Row]:
+    """Why rows were not delivered, most rows first."""
+    return [{"Reason": r, "Rows": n} for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])]
+
+
+def local_time(epoch: float) -> str:
+    """An epoch time in this machine's time zone."""
+    return datetime.fromtimestamp(epoch).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def history_rows(runs: Iterable[tuple[str, RunRecord]]) -> list[Row]:
+    """One table row per run: sync, start (local), duration, counts and status."""
+    rows = []
+    for sync, r in runs:
+        took = r.finished_at - r.started_at if r.finished_at is not None else None
+        row: Row = {"Sync": sync, "Run": r.id, "Started": local_time(r.started_at)}
+        row["Duration"] = duration(took) if took is not None else "running"
+        row.update({name.capitalize(): r.counts.get(name, 0) for name in HISTORY_COUNTS})
+        row.update({"Status": r.status, "Message": r.message})
+        rows.append(row)
+    return rows
+
+
+def newest_first(runs_by_sync: dict[str, list[RunRecord]]) -> list[tuple[str, RunRecord]]:
+    """Every sync's runs in one list, the most recent start first."""
+    runs = [(sync, r) for sync, records in runs_by_sync.items() for r in records]
+    return sorted(runs, key=lambda sr: sr[1].started_at, reverse=True)
+
+
+def chart_rows(runs: Iterable[tuple[str, RunRecord]]) -> list[Row]:
+    """Sent, failed and rejected rows per run start, oldest first, for a chart."""
+    rows = [
+        {"Started": local_time(r.started_at), **{n: r.counts.get(n, 0) for n in CHART_COUNTS}}
+        for _, r in runs
+    ]
+    return sorted(rows, key=lambda row: row["Started"])
+
+
+def run_label(sync: str, record: RunRecord) -> str:
+    """How a run is named in a picker."""
+    rejected = record.counts.get("rejected", 0)
+    return f"{sync} · run {record.id} · {local_time(record.started_at)} · {rejected:,} rejected"

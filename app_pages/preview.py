@@ -1,0 +1,237 @@
+"""Preview: exactly what a sync changes in Amplitude, then the run that sends only that."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+import ui
+from amp_sync import runner, views
+from amp_sync.config import SyncConfig
+from amp_sync.errors import AmpSyncError, DestinationError
+from amp_sync.runner import Report, RunOptions
+from amp_sync.workspace import SavedSync
+
+PREVIEWS = "preview_reports"  # sync name -> (config previewed, Report)
+OUTCOME = "preview_outcome"  # (sync name, Report | AmpSyncError) of the last run started here
+EVENTS_NOTE = (
+    "Amplitude shows an updated user property only on events ingested **after** the update: "
+    "past events never change, and a user who never sends another event never shows the new "
+    "value in charts."
+)
+
+
+def choose_sync(names: list[str]) -> str:
+    """The sync picker, preselecting the one chosen on another page."""
+    chosen = st.session_state.get("selected_sync")
+    index = names.index(chosen) if chosen in names else 0
+    name = st.selectbox("Sync", names, index=index, key="preview_sync")
+    st.session_state["selected_sync"] = name
+    return str(name)
+
+
+def describe(config: SyncConfig) -> None:
+    """One line on what the sync reads and where it sends."""
+    s = config.sync
+    where = " (the local sandbox)" if ui.is_sandbox(config.destination.endpoint) else ""
+    st.caption(
+        f"Model **{config.model.name}** → destination **{config.destination.name}**{where}; "
+        f"{s.object} key `{s.key}`; {len(s.mappings)} mapped properties."
+    )
+
+
+def run_preview(name: str, config: SyncConfig) -> None:
+    """Read and diff the model with progress; keep the Report so widgets do not redo it."""
+    status = st.status("Reading the model…")
+
+    def render(p: runner.Progress) -> None:
+        status.update(label=f"Reading the model… {p.rows_read:,} rows read")
+
+    try:
+        report = ui.run_with_progress(lambda cb: runner.preview(config, ui.home(), progress=cb), render)
+    except AmpSyncError as exc:
+        status.update(label="The preview stopped", state="error")
+        ui.show_error(exc)
+        return
+    rows = f"Read {report.plan.rows_read:,} rows in {views.duration(report.seconds)}"
+    status.update(label=rows, state="complete")
+    st.session_state.setdefault(PREVIEWS, {})[name] = (config, report)
+    st.session_state.pop(OUTCOME, None)
+
+
+def show_counts(report: Report) -> None:
+    """The headline numbers, before anything is sent."""
+    plan = report.plan
+    figures = [
+        ("New", plan.new, "Users Amplitude has not received from this sync: all their properties go out."),
+        ("Changed", plan.changed, "Users with at least one property to update: only those go out."),
+        ("Unchanged", plan.unchanged, "Users Amplitude already has as they are: nothing is sent."),
+        ("Removed", plan.removed, "Users synced before and no longer in the model: nothing is sent."),
+        ("Rejected", plan.rejected, "Rows that cannot be sent; see the reasons below."),
+    ]
+    for col, (label, value, hint) in zip(st.columns(len(figures)), figures, strict=True):
+        col.metric(label, f"{value:,}", help=hint)
+    st.caption(
+        f"Read {plan.rows_read:,} rows in {views.duration(report.seconds)}. "
+        f"A run sends {plan.to_send:,} users (new and changed)."
+    )
+    st.info(EVENTS_NOTE, icon="ℹ️")
+
+
+def show_properties(report: Report) -> None:
+    """How many users change per property."""
+    st.subheader("Properties that change")
+    rows = views.property_rows(report.plan.property_counts)
+    if not rows:
+        st.caption("No property changes.")
+        return
+    most = max(report.plan.to_send, 1)
+    users = st.column_config.ProgressColumn("Users", format="%d", min_value=0, max_value=most)
+    st.dataframe(rows, hide_index=True, column_config={"Users": users}, key="preview_properties")
+
+
+def show_changes(report: Report) -> str:
+    """The field-level diff with its filter; returns the filter text."""
+    st.subheader("What changes, field by field")
+    rows = views.change_rows(report.plan.sample)
+    if not rows:
+        st.caption("No field changes: Amplitude already has every value.")
+        return ""
+    text = st.text_input("Filter by key or property", key="preview_filter", placeholder="u_000123 or plan")
+    shown = views.filter_rows(rows, text)
+    if shown:
+        st.dataframe(shown, hide_index=True, width="stretch", key="preview_changes")
+    else:
+        st.warning(f"No field change in the preview has a key or property containing {text.strip()!r}.")
+    note = f"{len(shown):,} of {len(rows):,} field changes shown."
+    if views.sample_truncated(report.plan):
+        note += f" The preview keeps the first {len(rows):,} field changes; a run sends all of them."
+    st.caption(note + " (new): first sync of that property; (unset): no value, cleared in Amplitude.")
+    return text
+
+
+def show_payload(report: Report, text: str) -> None:
+    """The exact identification a run sends for one chosen key."""
+    st.subheader("Request payload")
+    keys = views.filter_keys(list(report.plan.payloads), text)
+    if not keys:
+        st.caption("Nothing to send.")
+        return
+    key = st.selectbox("Key", keys, key="preview_payload_key")
+    st.code(views.payload_text(report.plan.payloads[key]), language="json")
+    st.caption(
+        "One item of the `identification` list POSTed (form-encoded, beside the API key) to "
+        "Amplitude's Identify API."
+    )
+
+
+def show_rejections(name: str, report: Report) -> None:
+    """Rows that are never sent, with the reasons."""
+    st.subheader("Rows that are not sent")
+    rejections = report.plan.rejections
+    if not rejections:
+        st.caption("Every row can be sent.")
+        return
+    st.dataframe(views.rejection_rows(rejections), hide_index=True, key="preview_rejections")
+    st.download_button(
+        "Download rejected rows (CSV)", views.rejections_csv(rejections), file_name=f"{name}-rejected.csv",
+        mime="text/csv", key="preview_rejections_csv", on_click="ignore",
+    )  # fmt: skip
+
+
+def start_section(name: str, config: SyncConfig, report: Report) -> None:
+    """The Start button, behind a typed confirmation when many rows would go out."""
+    st.subheader("Send")
+    to_send = report.plan.to_send
+    typed = ""
+    if views.needs_confirmation(to_send):
+        typed = st.text_input(
+            f"This sends {to_send:,} users to **{config.destination.name}**. "
+            f"Type the sync name **{name}** to confirm.",
+            key="confirm_sync_name",
+        )
+    allowed = views.can_start(to_send, typed, name)
+    label = "Start sync" if to_send else "Start sync (nothing to send)"
+    clicked = st.button(label, key="start_sync", type="primary", disabled=not allowed)
+    if clicked and allowed:
+        start_run(name, config)
+    elif clicked:
+        st.warning(f"Type the sync name {name!r} above to confirm.")
+
+
+def start_run(name: str, config: SyncConfig) -> None:
+    """Send with a progress bar, keep the outcome, and redraw the page around it."""
+    bar = st.progress(0.0, text="Starting…")
+    words = views.ProgressText()
+
+    def render(p: runner.Progress) -> None:
+        fraction, text = words.update(p)
+        bar.progress(fraction, text=text)
+
+    outcome: Report | AmpSyncError
+    try:
+        outcome = ui.run_with_progress(
+            lambda cb: runner.run(config, ui.home(), RunOptions(), progress=cb), render
+        )
+    except AmpSyncError as exc:
+        outcome = exc
+    st.session_state[OUTCOME] = (name, outcome)
+    st.session_state.get(PREVIEWS, {}).pop(name, None)  # the snapshot moved: preview again
+    st.rerun()
+
+
+def show_outcome(outcome: Report | AmpSyncError) -> None:
+    """The last run's result, or why it stopped."""
+    st.subheader("Last run")
+    if isinstance(outcome, AmpSyncError):
+        ui.show_error(outcome)
+        if isinstance(outcome, DestinationError):
+            st.caption("Rows Amplitude acknowledged before this are saved; the rest go out on the next run.")
+    else:
+        figures = [("Sent", f"{outcome.sent:,}"), ("Failed", f"{outcome.failed:,}")]
+        figures += [("Rejected", f"{outcome.plan.rejected:,}"), ("Duration", views.duration(outcome.seconds))]
+        for col, (label, value) in zip(st.columns(len(figures)), figures, strict=True):
+            col.metric(label, value)
+        level, text = views.result_summary(outcome)
+        (st.warning if level == "warning" else st.success)(text)
+        if outcome.failure_reasons:
+            st.dataframe(views.failure_rows(outcome.failure_reasons), hide_index=True, key="run_failures")
+    st.page_link(ui.HISTORY, label="See every run in History", icon="📈")
+
+
+st.title("Preview")
+st.caption("See exactly what a sync changes in Amplitude, then send only that.")
+
+ws = ui.attempt(ui.workspace)
+names = ui.attempt(lambda: ws.names(SavedSync)) if ws else None
+if ws is None or names is None:
+    st.stop()
+if not names:
+    st.info("There is no saved sync yet. Create one on the Syncs page: a model, a destination, a mapping.")
+    st.page_link(ui.SYNCS, label="Create a sync", icon="🔀")
+    st.stop()
+
+sync_name = choose_sync(names)
+sync_config = ui.attempt(lambda: ws.sync_config(sync_name))
+if sync_config is None:
+    st.page_link(ui.SYNCS, label="Fix the sync", icon="🔀")
+    st.stop()
+describe(sync_config)
+
+if st.button("Preview", key="preview_button", type="primary"):
+    run_preview(sync_name, sync_config)
+
+last = st.session_state.get(OUTCOME)
+if last and last[0] == sync_name:
+    show_outcome(last[1])
+
+saved = st.session_state.get(PREVIEWS, {}).get(sync_name)
+if saved and saved[0] != sync_config:
+    st.info("The sync was edited after this preview: preview it again.")
+elif saved:
+    preview_report = saved[1]
+    show_counts(preview_report)
+    show_properties(preview_report)
+    filter_text = show_changes(preview_report)
+    show_payload(preview_report, filter_text)
+    show_rejections(sync_name, preview_report)
+    start_section(sync_name, sync_config, preview_report)

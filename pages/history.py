@@ -1,7 +1,0 @@
-"""History page (being built)."""
-
-from __future__ import annotations
-
-import streamlit as st
-
-st.title("History")

@@ -1,0 +1,246 @@
+"""The Preview page: what a sync changes before anything is sent, the confirmation, the run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from conftest import AppEnv
+from streamlit.testing.v1 import AppTest
+
+from amp_sync import runner, templates
+from amp_sync.config import Destination, Mapping_, Operation, Region, SyncObject
+from amp_sync.demo import demo_url
+from amp_sync.sandbox import SANDBOX_API_KEY
+from amp_sync.secret import Secret
+from amp_sync.state import run_lock
+from amp_sync.workspace import (
+    DEMO_WAREHOUSE,
+    SANDBOX_DESTINATION,
+    SavedModel,
+    SavedSync,
+    Warehouse,
+    Workspace,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SYNC = "ltv-to-sandbox"
+LTV_SQL = templates.template("lifetime_value").sql
+MAPPINGS = (
+    Mapping_("lifetime_value", "lifetime_value", Operation.SET),
+    Mapping_("plan", "plan", Operation.SET),
+    Mapping_("first_paid_date", "first_paid_date", Operation.SET_ONCE),
+)
+# 30 clean users, for the tests about behaviour rather than volume.
+SMALL_SQL = "select user_id, plan_id as plan from users where user_id between 'u_000002' and 'u_000031'"
+DIRTY_IDS = {"u_1", "abc", "0", "null", "undefined", "u_000001"}
+
+
+def save_sync(
+    env: AppEnv,
+    name: str = SYNC,
+    sql: str = LTV_SQL,
+    mappings: tuple[Mapping_, ...] = MAPPINGS,
+    api_key: str = SANDBOX_API_KEY,
+) -> Workspace:
+    """The demo warehouse, the sandbox destination (or one with another key), a model and a sync."""
+    ws = Workspace(env.home)
+    destination = SANDBOX_DESTINATION if api_key == SANDBOX_API_KEY else "Project with another key"
+    ws.save(Destination(destination, Secret(api_key), None, Region.US, env.sandbox.url), destination)
+    ws.save(Warehouse(DEMO_WAREHOUSE, Secret(demo_url(env.demo))), DEMO_WAREHOUSE)
+    ws.save(SavedModel(f"{name} model", DEMO_WAREHOUSE, sql), f"{name} model")
+    sync = SavedSync(name, f"{name} model", destination, SyncObject.USER, "user_id", mappings)
+    ws.save(sync, name)
+    return ws
+
+
+def open_page(path: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at.switch_page(path).run()
+    assert not at.exception
+    return at
+
+
+def preview(at: AppTest) -> AppTest:
+    at.button(key="preview_button").click().run()
+    assert not at.exception
+    return at
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def texts(elements: object) -> str:
+    return "\n".join(e.value for e in elements)  # type: ignore[attr-defined]
+
+
+def page_text(at: AppTest) -> str:
+    """Every element's content as sent to the browser, tables included."""
+    parts = [str(getattr(e, "proto", "")) for e in at.main]
+    parts += [df.value.to_csv() for df in at.dataframe]
+    return "\n".join(parts)
+
+
+def table(at: AppTest, *columns: str) -> pd.DataFrame:
+    """The table showing these columns (AppTest finds st.dataframe by position, not by key)."""
+    found = [df.value for df in at.dataframe if set(columns) <= set(df.value.columns)]
+    assert len(found) == 1, f"{len(found)} tables with columns {columns}"
+    return found[0]
+
+
+def keys(widgets: object) -> list[str]:
+    return [w.key for w in widgets]  # type: ignore[attr-defined]
+
+
+def test_no_sync_yet_points_to_the_syncs_page(app_env: AppEnv) -> None:
+    at = open_page("app_pages/preview.py")
+    assert "no saved sync" in texts(at.info)
+    assert [link.proto.page for link in at.page_link] == ["syncs"]
+    assert not at.button
+
+
+def test_preview_shows_every_change_before_sending(app_env: AppEnv) -> None:
+    save_sync(app_env)
+    at = preview(open_page("app_pages/preview.py"))
+
+    assert metrics(at) == {"New": "11,999", "Changed": "0", "Unchanged": "0", "Removed": "0", "Rejected": "8"}
+    props = table(at, "Property", "Users")
+    assert dict(zip(props["Property"], props["Users"], strict=True))["plan"] == 11_999
+    assert "ingested **after** the update" in texts(at.info)
+
+    changes = table(at, "Last synced")
+    assert len(changes) == 5_000
+    assert set(changes["Last synced"]) == {"(new)"}
+    assert "first 5,000 field changes" in texts(at.caption)
+    key = changes["Key"].iloc[0]  # the warehouse returns rows in no fixed order
+    at.text_input(key="preview_filter").input(key).run()
+    one = table(at, "Last synced")
+    assert set(one["Key"]) == {key}
+    values = dict(zip(one["Property"], one["New value"], strict=True))
+
+    at.selectbox(key="preview_payload_key").select(key).run()
+    payload = json.loads(at.code[0].value)
+    assert payload["user_id"] == key
+    assert str(payload["user_properties"]["$set"]["lifetime_value"]) == values["lifetime_value"]
+    assert payload["user_properties"]["$set"]["plan"] == values["plan"]
+    assert payload["user_properties"].get("$setOnce", {}).get("first_paid_date", "(none)") == values.get(
+        "first_paid_date", "(none)"
+    )
+    at.text_input(key="preview_filter").input("no such key").run()
+    assert "No field change" in texts(at.warning)
+
+    rejected = table(at, "Key", "Reason")
+    assert set(rejected["Key"]) == (DIRTY_IDS - {""}) | {"(missing)"}
+    assert "shorter than 5 characters" in " ".join(rejected["Reason"])
+    assert at.download_button(key="preview_rejections_csv")
+    assert app_env.sandbox.store.profiles() == []
+    assert not at.exception
+
+
+def test_widgets_reuse_the_preview_instead_of_reading_again(app_env: AppEnv) -> None:
+    save_sync(app_env, sql=SMALL_SQL, mappings=MAPPINGS[1:2])
+    at = preview(open_page("app_pages/preview.py"))
+    report = at.session_state["preview_reports"][SYNC][1]
+    at.text_input(key="preview_filter").input("plan").run()
+    at.selectbox(key="preview_payload_key").select_index(3).run()
+    assert at.session_state["preview_reports"][SYNC][1] is report
+    assert not at.exception
+
+
+def test_confirmation_then_run_delivers_and_a_second_preview_is_empty(app_env: AppEnv) -> None:
+    save_sync(app_env)
+    at = preview(open_page("app_pages/preview.py"))
+    assert at.button(key="start_sync").disabled
+    assert SYNC in at.text_input(key="confirm_sync_name").label
+    at.text_input(key="confirm_sync_name").input("ltv").run()
+    assert at.button(key="start_sync").disabled
+    assert app_env.sandbox.store.profiles() == []
+
+    at.text_input(key="confirm_sync_name").input(SYNC).run()
+    assert not at.button(key="start_sync").disabled
+    at.button(key="start_sync").click().run()
+    assert not at.exception
+    assert metrics(at)["Sent"] == "11,999"
+    assert metrics(at)["Failed"] == "0"
+    assert "Sent 11,999 rows" in texts(at.success)
+    assert "history" in [link.proto.page for link in at.page_link]
+    profiles = app_env.sandbox.store.profiles()
+    assert len(profiles) == 11_999
+    assert app_env.sandbox.store.profile(user_id="u_000003")["user_properties"]["plan"] == "Starter"
+
+    at.switch_page("app_pages/history.py").run()
+    assert at.selectbox(key="history_sync").value == SYNC
+    assert list(table(at, "Run", "Sent")["Sent"]) == [11_999]
+
+    at.switch_page("app_pages/preview.py").run()
+    assert at.selectbox(key="preview_sync").value == SYNC
+    assert "Sent 11,999 rows" in texts(at.success)  # the outcome stays until the next preview
+    preview(at)
+    assert "Sent 11,999 rows" not in texts(at.success)
+    assert metrics(at)["Unchanged"] == "11,999"
+    assert (metrics(at)["New"], metrics(at)["Changed"]) == ("0", "0")
+    assert not at.text_input  # nothing to confirm: nothing to send
+    assert "nothing to send" in at.button(key="start_sync").label
+
+
+def test_after_a_run_the_diff_shows_last_synced_and_new_values(app_env: AppEnv) -> None:
+    ws = save_sync(app_env, sql=SMALL_SQL, mappings=MAPPINGS[1:2])
+    runner.run(ws.sync_config(SYNC), app_env.home)
+    before = app_env.sandbox.store.profile(user_id="u_000003")["user_properties"]["plan"]
+    edited = SMALL_SQL.replace(
+        "plan_id as plan", "case when user_id = 'u_000003' then null else 'Gold' end as plan"
+    )
+    ws.save(SavedModel(f"{SYNC} model", DEMO_WAREHOUSE, edited), f"{SYNC} model")
+
+    at = preview(open_page("app_pages/preview.py"))
+    assert (metrics(at)["New"], metrics(at)["Changed"]) == ("0", "30")
+    changes = table(at, "Last synced").set_index("Key")
+    assert changes.loc["u_000003", "Last synced"] == before
+    assert changes.loc["u_000003", "New value"] == "(unset)"
+    assert (changes["New value"] != "(unset)").sum() == len(changes) - 1
+    at.selectbox(key="preview_payload_key").select("u_000003").run()
+    assert json.loads(at.code[0].value)["user_properties"] == {"$unset": {"plan": "-"}}
+
+
+def test_an_edited_sync_asks_for_a_new_preview(app_env: AppEnv) -> None:
+    ws = save_sync(app_env, sql=SMALL_SQL, mappings=MAPPINGS[1:2])
+    at = preview(open_page("app_pages/preview.py"))
+    assert "start_sync" in keys(at.button)
+    ws.save(SavedSync(SYNC, f"{SYNC} model", SANDBOX_DESTINATION, SyncObject.USER, "user_id", ()), SYNC)
+    at.run()
+    assert "edited after this preview" in texts(at.info)
+    assert "start_sync" not in keys(at.button)
+
+
+def test_an_invalid_key_is_refused_in_words(app_env: AppEnv) -> None:
+    save_sync(app_env, sql=SMALL_SQL, mappings=MAPPINGS[1:2], api_key="wrong-key")
+    at = preview(open_page("app_pages/preview.py"))
+    at.button(key="start_sync").click().run()
+    assert not at.exception
+    assert "refused the API key" in texts(at.error)
+    assert "refused the API key" in page_text(at)
+    assert "wrong-key" not in page_text(at)  # the key itself is never shown
+    assert app_env.sandbox.store.profiles() == []
+    assert at.button(key="preview_button")  # the page stays usable
+    preview(at)
+    assert metrics(at)["New"] == "30"
+
+
+def test_another_run_in_progress_is_refused_in_words(app_env: AppEnv) -> None:
+    save_sync(app_env, sql=SMALL_SQL, mappings=MAPPINGS[1:2])
+    at = preview(open_page("app_pages/preview.py"))
+    with run_lock(app_env.home, SYNC):
+        at.button(key="start_sync").click().run()
+    assert not at.exception
+    assert "another run" in texts(at.error)
+    assert app_env.sandbox.store.profiles() == []
+
+
+def test_a_missing_column_is_explained(app_env: AppEnv) -> None:
+    wrong = (*MAPPINGS[1:2], Mapping_("nickname", "nickname", Operation.SET))
+    save_sync(app_env, sql=SMALL_SQL, mappings=wrong)
+    at = preview(open_page("app_pages/preview.py"))
+    assert "does not return the column 'nickname'" in texts(at.error)
+    assert not at.metric
