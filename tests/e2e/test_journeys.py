@@ -96,3 +96,51 @@ def test_c_build_a_sync_by_dragging_two_columns_into_the_mapper(page: Page, app:
     assert sorted(m.column for m in sync.mappings) == ["lifetime_value", "plan"]
     assert sync.key == "user_id" and sync.model == "ltv"
     screenshot(page, "syncs")
+
+
+def _saved_sync(app: App, name: str) -> None:
+    from amp_sync.config import Mapping_, Operation, SyncObject
+    from amp_sync.templates import template
+    from amp_sync.workspace import DEMO_WAREHOUSE, SANDBOX_DESTINATION, SavedModel, SavedSync, Workspace
+
+    ws = Workspace(app.home)
+    if "ltv" not in ws.names(SavedModel):
+        ws.save(SavedModel("ltv", DEMO_WAREHOUSE, template("lifetime_value").sql))
+    mappings = (Mapping_("plan", "plan", Operation.SET), Mapping_("lifetime_value", "ltv", Operation.SET))
+    ws.save(SavedSync(name, "ltv", SANDBOX_DESTINATION, SyncObject.USER, "user_id", mappings))
+
+
+def test_d_preview_then_sync_then_history(page: Page, app: App) -> None:
+    open_page(page, app)  # the first visit creates the sandbox destination and demo warehouse
+    _saved_sync(app, "journey-d")
+    open_page(page, app, "preview")
+    choose(page, "preview_sync", "journey-d")
+    page.locator(".st-key-preview_button button").click()
+    expect(page.get_by_test_id("stMetric").filter(has_text="New").first).to_contain_text(
+        "11,999", timeout=60_000
+    )
+    expect(page.get_by_test_id("stMetric").filter(has_text="Rejected").first).to_contain_text("8")
+    expect(page.get_by_test_id("stDataFrame").first).to_be_visible()  # the field-level diff
+    expect(page.get_by_text("Rows that are not sent")).to_be_visible()
+    screenshot(page, "preview")
+    assert app.sandbox.store.profiles() == []  # a preview sends nothing
+
+    start = page.locator(".st-key-start_sync button")
+    expect(start).to_be_disabled()  # 11,999 users: the name must be typed first
+    page.locator(".st-key-confirm_sync_name input").fill("journey-d")
+    page.locator(".st-key-confirm_sync_name input").press("Enter")
+    wait_idle(page)
+    expect(start).to_be_enabled()
+    start.click()
+    expect(page.get_by_test_id("stMetric").filter(has_text="Sent").first).to_contain_text(
+        "11,999", timeout=120_000
+    )
+    profile = app.sandbox.store.profile(user_id="u_000010")
+    assert profile is not None and set(profile["user_properties"]) == {"plan", "ltv"}
+    assert len(app.sandbox.store.profiles()) == 11_999
+
+    open_page(page, app, "history")
+    choose(page, "history_sync", "journey-d")
+    expect(page.get_by_test_id("stDataFrame").first).to_be_visible()
+    expect(page.get_by_text("Download 8 rejected rows (CSV)")).to_be_visible()
+    screenshot(page, "history")
