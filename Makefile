@@ -6,7 +6,7 @@ SANDBOX_PORT ?= 8766
 APP_PORT ?= 8501
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint sandbox demo clean
+.PHONY: run test screenshots sandbox demo clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ test: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 	$(PY) -m pytest
+
+# The browser journeys save screenshots under tests/artifacts; the README shows these copies.
+screenshots: $(STAMP)
+	$(PY) -m pytest tests/e2e -q
+	cp tests/artifacts/home.png tests/artifacts/destinations.png tests/artifacts/models.png \
+	   tests/artifacts/syncs.png tests/artifacts/preview.png tests/artifacts/history.png docs/screenshots/
 
 clean:
 	rm -rf $(VENV) .amp_sync demo/warehouse.duckdb .pytest_cache .ruff_cache .mypy_cache
