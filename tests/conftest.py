@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from hypothesis import settings
 from pg_server import PostgresServer, find_pg_bin
+from support import AppEnv, Warehouse
 
 from amp_sync.sandbox import SANDBOX_API_KEY, Sandbox
 
@@ -32,26 +31,6 @@ def sandbox() -> Iterator[Sandbox]:
     """The Amplitude sandbox on a free loopback port."""
     with Sandbox() as sb:
         yield sb
-
-
-@dataclass
-class Warehouse:
-    """A real database reachable by URL, with a helper to run setup SQL."""
-
-    name: str
-    url: str
-
-    def execute(self, *statements: str, rows: list[dict] | None = None) -> None:
-        engine = sa.create_engine(self.url)
-        try:
-            with engine.begin() as conn:
-                for sql in statements:
-                    if rows is not None and sql.lstrip().lower().startswith("insert"):
-                        conn.execute(sa.text(sql), rows)
-                    else:
-                        conn.execute(sa.text(sql))
-        finally:
-            engine.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -150,15 +129,6 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from amp_sync.demo import build_demo_warehouse
 
     return build_demo_warehouse(tmp_path_factory.mktemp("demo") / "warehouse.duckdb")
-
-
-@dataclass
-class AppEnv:
-    """What the app sees in a test: its home folder, the sandbox and the demo warehouse."""
-
-    home: Path
-    sandbox: Sandbox
-    demo: Path
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import AppEnv
+from support import AppEnv
 from test_page_preview import DIRTY_IDS, MAPPINGS, SMALL_SQL, SYNC, keys, open_page, save_sync, table, texts
 
 from amp_sync import runner

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from conftest import AppEnv
 from streamlit.testing.v1 import AppTest
+from support import AppEnv
 
 from amp_sync import runner, templates
 from amp_sync.config import Destination, Mapping_, Operation, Region, SyncObject

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import Warehouse
 from scripted import DROP, Scripted, serve
+from support import Warehouse
 
 from amp_sync.cli import main
 from amp_sync.config import load_config

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import Warehouse
+from support import Warehouse
 
 from amp_sync.errors import WarehouseError
 from amp_sync.warehouse import check_read_only, describe_url, read_model, sample
