@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, TypeGuard
 
+import numpy as np
+import pyarrow as pa
+
 from amp_sync.config import Operation, SyncConfig, SyncObject
+from amp_sync.snapshot import SnapshotIndex, digest, key_hash, raw_hash
 from amp_sync.spool import Spool
-from amp_sync.values import Invalid, JsonValue, to_id, to_json
+from amp_sync.values import Invalid, JsonValue, plain_id, to_id, to_json
 
 # A device row's user id is kept in the snapshot under a name no property can take.
 USER_LINK = "$user_id"
@@ -82,11 +85,6 @@ def canonical(doc: Doc) -> str:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def digest(text: str) -> bytes:
-    """A short, collision-safe fingerprint of a canonical row."""
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
-
-
 def partition_of(identity: str, partitions: int) -> int:
     """Stable partition for a user, so one user's changes always go through one sender."""
     return zlib.crc32(identity.encode("utf-8")) % partitions
@@ -102,6 +100,21 @@ class RowShaper:
         self.key_at = pos[sync.key]
         self.user_at = pos[sync.user_key] if sync.user_key else None
         self.fields = [(pos[m.column], m.property, str(m.op)) for m in sync.mappings]
+        needed = [
+            self.key_at,
+            *([self.user_at] if self.user_at is not None else []),
+            *(f[0] for f in self.fields),
+        ]
+        self.needed = tuple(dict.fromkeys(needed))
+        # The raw hash covers the mapping too: any edit to it sends every row the exact way.
+        self.layout = json.dumps([sync.key, sync.user_key, [list(f) for f in self.fields]]).encode()
+
+    def raws(self, rows: Sequence[Sequence[Any]]) -> Iterator[int]:
+        """Each row's raw hash under this sync's columns and mapping."""
+        layout, needed = self.layout, self.needed
+        if needed == tuple(range(len(needed))) and all(len(r) == len(needed) for r in rows[:1]):
+            return (raw_hash(layout, tuple(r)) for r in rows)  # the model is exactly the mapped columns
+        return (raw_hash(layout, tuple(r[i] for i in needed)) for r in rows)
 
     def key(self, row: Sequence[Any]) -> str | Invalid:
         """The row's Amplitude id, or why it is unusable."""
@@ -173,107 +186,149 @@ def _number(value: Any) -> TypeGuard[int | float]:
 
 
 class Planner:
-    """Streams chunks of rows through validation and diff; spools new and changed rows."""
+    """Streams chunks of rows through validation and diff; spools new and changed rows.
+
+    Per row it keeps only a key hash, a kind and a change-set id (and the key in Arrow form), so
+    memory grows by a few dozen bytes a row; repeated keys and counts are settled at the end.
+    """
 
     def __init__(
         self,
         config: SyncConfig,
         columns: Sequence[str],
-        index: dict[str, bytes],
+        index: SnapshotIndex,
         snapshot_docs: Callable[[list[str]], dict[str, Doc]],
         spool: Spool | None,
         partitions: int = 1,
+        refresh: Callable[[list[tuple[int, str]]], None] | None = None,
     ) -> None:
         self.config, self.index, self.spool = config, index, spool
         self.shaper = RowShaper(config, columns)
-        self.snapshot_docs = snapshot_docs
+        self.snapshot_docs, self.refresh = snapshot_docs, refresh
         self.partitions = partitions
         self.plan = Plan(columns=list(columns))
-        # key -> Kind in the low two bits, the id of its set of changed properties above them:
-        # one small int per key keeps memory flat while counts stay exact.
-        self.seen: dict[str, int] = {}
         self.signatures: dict[tuple[str, ...], int] = {(): 0}
-        self.repeats: Counter[str] = Counter()
         self.bad: dict[str, str] = {}
+        self._hashes: list[np.ndarray] = []
+        self._kinds: list[np.ndarray] = []
+        self._sigs: list[np.ndarray] = []
+        self._keys: list[pa.Array] = []
+        self._refreshed: list[tuple[int, str]] = []
 
     def add(self, rows: Sequence[Sequence[Any]]) -> None:
         """Plan one chunk of rows."""
-        candidates: list[tuple[str, Doc, str, bytes]] = []
-        for row in rows:
-            self.plan.rows_read += 1
-            item = self._shape(row)
-            if item is not None:
-                candidates.append(item)
-        known = [c[0] for c in candidates if c[0] in self.index]
-        old_docs = self.snapshot_docs(known) if known else {}
-        for key, doc, text, fp in candidates:
-            self._diff(key, doc, text, fp, old_docs.get(key))
+        keys, valid = self._keys_of(rows)
+        n = len(keys)
+        hashes = np.fromiter(map(key_hash, keys), dtype=np.int64, count=n)
+        raws = np.fromiter(self.shaper.raws(valid), dtype=np.int64, count=n)
+        pos = self.index.find(hashes)
+        hit = pos >= 0
+        unchanged = hit & (self.index.raws[np.maximum(pos, 0)] == raws) if len(self.index) else hit
+        kinds = np.full(n, Kind.UNCHANGED, dtype=np.int8)
+        sigs = np.zeros(n, dtype=np.int32)
+        exact = np.flatnonzero(~unchanged)
+        old_docs = self.snapshot_docs([keys[i] for i in exact if hit[i]]) if exact.size else {}
+        for i in exact:
+            stored = self.index.digests[pos[i]] if hit[i] else None
+            kinds[i], sigs[i] = self._exact(keys[i], valid[i], int(raws[i]), stored, old_docs.get(keys[i]))
+        self._hashes.append(hashes)
+        self._kinds.append(kinds)
+        self._sigs.append(sigs)
+        self._keys.append(pa.array(keys, type=pa.string()))
+        self._flush_refreshed(5_000)
 
-    def _shape(self, row: Sequence[Any]) -> tuple[str, Doc, str, bytes] | None:
-        key = self.shaper.key(row)
-        if isinstance(key, Invalid):
-            raw = row[self.shaper.key_at]
-            self.plan.rejections.append(Rejection("" if raw is None else str(raw), key.reason))
-            return None
-        if key in self.seen:
-            self.repeats[key] += 1
-            return None
+    def _keys_of(self, rows: Sequence[Sequence[Any]]) -> tuple[list[str], list[Sequence[Any]]]:
+        keys: list[str] = []
+        valid: list[Sequence[Any]] = []
+        at, label, plain = self.shaper.key_at, self.shaper.key_label, plain_id
+        for row in rows:
+            value = row[at]
+            key = value if plain(value) else to_id(value, label)
+            if isinstance(key, Invalid):
+                self.plan.rejections.append(Rejection("" if value is None else str(value), key.reason))
+            else:
+                keys.append(key)
+                valid.append(row)
+        self.plan.rows_read += len(rows)
+        return keys, valid
+
+    def _exact(
+        self, key: str, row: Sequence[Any], raw: int, stored: bytes | None, old: Doc | None
+    ) -> tuple[int, int]:
+        """Values to JSON, digest and field diff: for rows the raw hash could not vouch for."""
         doc = self.shaper.doc(row)
         if isinstance(doc, Invalid):
-            self.seen[key], self.bad[key] = Kind.BAD, doc.reason
-            return None
+            self.bad[key] = doc.reason
+            return Kind.BAD, 0
         text = canonical(doc)
-        fp = digest(text)
-        if self.index.get(key) == fp:
-            self.seen[key] = Kind.UNCHANGED
-            return None
-        self.seen[key] = Kind.NEW  # claimed now, so a repeat later in this chunk is caught
-        return key, doc, text, fp
-
-    def _diff(self, key: str, doc: Doc, text: str, fp: bytes, old: Doc | None) -> None:
+        fp = digest(key, text)
+        if stored == fp:
+            self._refreshed.append((raw, key))
+            return Kind.UNCHANGED, 0
         changes = field_changes(key, old, doc)
-        signature = tuple(c.property for c in changes)
-        sig = self.signatures.setdefault(signature, len(self.signatures))
-        self.seen[key] = (sig << 2) | (Kind.NEW if old is None else Kind.CHANGED)
+        sig = self.signatures.setdefault(tuple(c.property for c in changes), len(self.signatures))
         room = SAMPLE_LIMIT - len(self.plan.sample)
-        if room <= 0 and self.spool is None:
-            return
-        item = identification(self.config.sync.object, key, doc, changes)
-        if room > 0:
-            self.plan.sample += changes[:room]
-            self.plan.payloads[key] = item
-        if self.spool is not None:
-            identity = item.get("user_id") or key
-            self.spool.add(key, partition_of(identity, self.partitions), item, text, fp)
+        if room > 0 or self.spool is not None:
+            item = identification(self.config.sync.object, key, doc, changes)
+            if room > 0:
+                self.plan.sample += changes[:room]
+                self.plan.payloads[key] = item
+            if self.spool is not None:
+                identity = item.get("user_id") or key
+                self.spool.add(key, partition_of(identity, self.partitions), item, text, fp, raw)
+        return (Kind.NEW if old is None else Kind.CHANGED), sig
+
+    def _flush_refreshed(self, at_least: int) -> None:
+        if self.refresh is not None and len(self._refreshed) >= at_least:
+            self.refresh(self._refreshed)
+        if len(self._refreshed) >= at_least:
+            self._refreshed = []
 
     def finish(self) -> Plan:
         """Settle repeated keys and the counts once every row has been read."""
-        plan = self.plan
-        for key, extra in self.repeats.items():
-            times = extra + 1
-            reason = f"{self.shaper.key_label} appears {times} times in the model; none of its rows is sent"
-            plan.rejections += [Rejection(key, reason)] * times
-            self.seen[key] = Kind.BAD
+        self._flush_refreshed(1)
+        hashes = np.concatenate(self._hashes) if self._hashes else np.empty(0, dtype=np.int64)
+        kinds = np.concatenate(self._kinds) if self._kinds else np.empty(0, dtype=np.int8)
+        sigs = np.concatenate(self._sigs) if self._sigs else np.empty(0, dtype=np.int32)
+        unique, counts = np.unique(hashes, return_counts=True)
+        repeated = self._repeated_rows(hashes, unique[counts > 1])
+        self._reject_repeats(repeated)
+        keep = np.ones(len(hashes), dtype=bool)
+        keep[list(repeated)] = False
+        self._count(kinds[keep], sigs[keep])
+        self.plan.removed = self.index.missing_from(unique)
+        return self.plan
+
+    def _repeated_rows(self, hashes: np.ndarray, twice: np.ndarray) -> dict[int, str]:
+        """Row positions whose key appears more than once, with that key."""
+        if twice.size == 0:
+            return {}
+        candidates = np.flatnonzero(np.isin(hashes, twice))
+        if candidates.size == 0:
+            return {}
+        keys = pa.chunked_array(self._keys, type=pa.string()).take(pa.array(candidates)).to_pylist()
+        times = Counter(keys)
+        return {int(i): k for i, k in zip(candidates, keys, strict=True) if times[k] > 1}
+
+    def _reject_repeats(self, repeated: dict[int, str]) -> None:
+        label = self.shaper.key_label
+        for key, times in Counter(repeated.values()).items():
+            reason = f"{label} appears {times} times in the model; none of its rows is sent"
+            self.plan.rejections += [Rejection(key, reason)] * times
             self.bad.pop(key, None)
             if self.spool is not None:
                 self.spool.drop(key)
-        plan.rejections += [Rejection(k, r) for k, r in self.bad.items()]
-        self._count()
-        plan.removed = sum(1 for key in self.index if key not in self.seen)
-        if self.repeats:
-            plan.sample = [c for c in plan.sample if c.key not in self.repeats]
-            plan.payloads = {k: v for k, v in plan.payloads.items() if k not in self.repeats}
-        return plan
+        self.plan.rejections += [Rejection(k, r) for k, r in self.bad.items()]
+        dropped = set(repeated.values())
+        if dropped:
+            self.plan.sample = [c for c in self.plan.sample if c.key not in dropped]
+            self.plan.payloads = {k: v for k, v in self.plan.payloads.items() if k not in dropped}
 
-    def _count(self) -> None:
+    def _count(self, kinds: np.ndarray, sigs: np.ndarray) -> None:
+        counts = np.bincount(kinds, minlength=4)
+        self.plan.new, self.plan.changed, self.plan.unchanged = (int(c) for c in counts[:3])
         names = {sig: signature for signature, sig in self.signatures.items()}
-        for code, n in Counter(self.seen.values()).items():
-            kind = Kind(code & 3)
-            if kind is Kind.NEW:
-                self.plan.new += n
-            elif kind is Kind.CHANGED:
-                self.plan.changed += n
-            elif kind is Kind.UNCHANGED:
-                self.plan.unchanged += n
-            for prop in names[code >> 2]:
-                self.plan.property_counts[prop] += n
+        sent = (kinds == Kind.NEW) | (kinds == Kind.CHANGED)
+        for sig, n in enumerate(np.bincount(sigs[sent], minlength=len(names))):
+            for prop in names[sig] if n else ():
+                self.plan.property_counts[prop] += int(n)

@@ -13,6 +13,7 @@ from amp_sync.config import SyncConfig
 from amp_sync.errors import AmpSyncError, ConfigError, FatalError
 from amp_sync.plan import FieldChange, Plan, Planner, Rejection
 from amp_sync.sender import Delivery, Sender
+from amp_sync.snapshot import SnapshotIndex
 from amp_sync.spool import Spool
 from amp_sync.state import StateStore, run_lock
 from amp_sync.warehouse import CHUNK_ROWS, read_model
@@ -99,7 +100,7 @@ def preview(
     started = time.monotonic()
     store = StateStore.open_read_only(home, config.sync.name)
     try:
-        index = store.index() if store else {}
+        index = store.index() if store else SnapshotIndex.build([])
         docs = store.docs if store else (lambda keys: {})
         plan = _plan(config, index, docs, None, 1, chunk_rows, progress, started)
     finally:
@@ -132,7 +133,7 @@ def _run(config: SyncConfig, store: StateStore, options: RunOptions, progress: P
         with Spool() as spool:
             report.plan = _plan(
                 config, store.index(), store.docs, spool, options.concurrency,
-                options.chunk_rows, progress, started,
+                options.chunk_rows, progress, started, store.refresh_raw,
             )  # fmt: skip
             _send(config, store, spool, options, report, progress, started)
     except AmpSyncError as exc:
@@ -149,19 +150,20 @@ def _run(config: SyncConfig, store: StateStore, options: RunOptions, progress: P
 
 def _plan(
     config: SyncConfig,
-    index: dict[str, bytes],
+    index: SnapshotIndex,
     docs: Callable[[list[str]], dict[str, Any]],
     spool: Spool | None,
     partitions: int,
     chunk_rows: int,
     progress: ProgressFn | None,
     started: float,
+    refresh: Callable[[list[tuple[int, str]]], None] | None = None,
 ) -> Plan:
     with read_model(config.source.url.reveal(), config.model.sql, chunk_rows) as stream:
         problems = config.missing_columns(stream.columns)
         if problems:
             raise ConfigError(problems)
-        planner = Planner(config, stream.columns, index, docs, spool, partitions)
+        planner = Planner(config, stream.columns, index, docs, spool, partitions, refresh)
         for chunk in stream.chunks:
             planner.add(chunk)
             if progress:

@@ -125,7 +125,7 @@ class Sender:
         return []
 
     def _acknowledged(self, part: list[Pending]) -> None:
-        self.store.commit((p.key, p.digest, p.doc) for p in part)
+        self.store.commit((p.key, p.digest, p.doc, p.raw) for p in part)
         with self._lock:
             self.delivery.sent += len(part)
             self.delivery.batches += 1

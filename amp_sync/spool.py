@@ -20,6 +20,7 @@ class Pending:
     item: bytes  # the identification, JSON-encoded once
     doc: str  # canonical fields for the snapshot
     digest: bytes
+    raw: int  # the row's raw hash, stored with it so the next run can skip it cheaply
 
 
 class Spool:
@@ -35,20 +36,20 @@ class Spool:
             PRAGMA synchronous = OFF;
             CREATE TABLE pending (
                 seq INTEGER PRIMARY KEY, key TEXT NOT NULL, part INTEGER NOT NULL,
-                item BLOB NOT NULL, doc TEXT NOT NULL, digest BLOB NOT NULL);
+                item BLOB NOT NULL, doc TEXT NOT NULL, digest BLOB NOT NULL, raw INTEGER NOT NULL);
             CREATE TABLE dropped (key TEXT PRIMARY KEY);
             """
         )
         self._lock = threading.Lock()
-        self._buffer: list[tuple[str, int, bytes, str, bytes]] = []
+        self._buffer: list[tuple[str, int, bytes, str, bytes, int]] = []
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
 
-    def add(self, key: str, part: int, item: dict[str, Any], doc: str, digest: bytes) -> None:
+    def add(self, key: str, part: int, item: dict[str, Any], doc: str, digest: bytes, raw: int) -> None:
         """Queue one identification for partition `part`."""
         encoded = json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        self._buffer.append((key, part, encoded, doc, digest))
+        self._buffer.append((key, part, encoded, doc, digest, raw))
         if len(self._buffer) >= 5000:
             self.flush()
 
@@ -62,7 +63,7 @@ class Spool:
             if self._buffer:
                 self._db.execute("BEGIN")
                 self._db.executemany(
-                    "INSERT INTO pending (key, part, item, doc, digest) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO pending (key, part, item, doc, digest, raw) VALUES (?, ?, ?, ?, ?, ?)",
                     self._buffer,
                 )
                 self._db.execute("COMMIT")
@@ -80,12 +81,12 @@ class Spool:
         db = self._connect()
         try:
             rows = db.execute(
-                "SELECT key, item, doc, digest FROM pending WHERE part = ? "
+                "SELECT key, item, doc, digest, raw FROM pending WHERE part = ? "
                 "AND key NOT IN (SELECT key FROM dropped) ORDER BY seq",
                 (part,),
             )
-            for key, item, doc, fp in rows:
-                yield Pending(key, item, doc, fp)
+            for key, item, doc, fp, raw in rows:
+                yield Pending(key, item, doc, fp, raw)
         finally:
             db.close()
 

@@ -14,13 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amp_sync.errors import StateError
+import numpy as np
 
-SCHEMA_VERSION = 1
+from amp_sync.errors import StateError
+from amp_sync.snapshot import NO_RAW, SnapshotIndex, digest, key_hash
+
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS snapshot (
-    key TEXT PRIMARY KEY, digest BLOB NOT NULL, doc TEXT NOT NULL) WITHOUT ROWID;
+    key TEXT PRIMARY KEY, digest BLOB NOT NULL, doc TEXT NOT NULL,
+    key_hash INTEGER, raw INTEGER) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY, kind TEXT NOT NULL, started_at REAL NOT NULL,
     finished_at REAL, status TEXT NOT NULL, counts TEXT NOT NULL DEFAULT '{}',
@@ -98,16 +102,53 @@ class StateStore:
             row = self._db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
         except sqlite3.Error as exc:
             raise StateError(_cannot(self.path, exc)) from None
-        if row is None and create:
+        version = int(row[0]) if row else None
+        if version is None and create:
             self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif row is not None and int(row[0]) > SCHEMA_VERSION:
+        elif version is not None and version > SCHEMA_VERSION:
             raise StateError(
                 f"the state file {self.path} was written by a newer amp_sync "
-                f"(format {row[0]}, this one reads {SCHEMA_VERSION}); upgrade amp_sync"
+                f"(format {version}, this one reads {SCHEMA_VERSION}); upgrade amp_sync"
             )
+        elif version is not None and version < SCHEMA_VERSION:
+            if self.read_only:
+                raise StateError(
+                    f"the state file {self.path} has the older format {version}: run the sync once "
+                    "(or `amp-sync run`) to upgrade it; a preview never writes"
+                )
+            self._migrate(version)
 
-    def index(self) -> dict[str, bytes]:
-        """Every acknowledged key with the digest of its fields."""
+    def _migrate(self, version: int) -> None:
+        """Upgrade an older state file in one transaction; its acknowledged rows are kept."""
+        try:
+            with self._transaction():
+                if version < 2:
+                    _migrate_1_to_2(self._db)
+                self._db.execute(
+                    "UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION),)
+                )
+        except sqlite3.Error as exc:
+            raise StateError(_cannot(self.path, exc)) from None
+
+    def index(self) -> SnapshotIndex:
+        """Every acknowledged key as compact arrays, read in pieces so memory stays flat."""
+        count = int(self._query("SELECT count(*) FROM snapshot")[0][0])
+        hashes = np.empty(count, dtype=np.int64)
+        raws = np.empty(count, dtype=np.int64)
+        digests = np.empty(count, dtype="S16")
+        at = 0
+        with self._lock:
+            cursor = self._db.execute("SELECT key_hash, raw, digest FROM snapshot")
+            while at < count and (rows := cursor.fetchmany(50_000)):
+                end = at + len(rows)
+                hashes[at:end] = [r[0] for r in rows]
+                raws[at:end] = [r[1] or NO_RAW for r in rows]
+                digests[at:end] = [r[2] for r in rows]
+                at = end
+        return SnapshotIndex.from_parts(hashes[:at], raws[:at], digests[:at])
+
+    def digests(self) -> dict[str, bytes]:
+        """Every acknowledged key with its digest (for small stores and tests)."""
         return dict(self._query("SELECT key, digest FROM snapshot"))
 
     def docs(self, keys: list[str]) -> dict[str, dict[str, Any]]:
@@ -120,11 +161,20 @@ class StateStore:
             out.update((k, json.loads(d)) for k, d in self._query(sql, part))
         return out
 
-    def commit(self, rows: Iterable[tuple[str, bytes, str]]) -> None:
-        """Record acknowledged rows (key, digest, doc) atomically."""
+    def commit(self, rows: Iterable[tuple[str, bytes, str] | tuple[str, bytes, str, int]]) -> None:
+        """Record acknowledged rows (key, digest, doc[, raw hash]) atomically."""
+        values = ((r[0], r[1], r[2], key_hash(r[0]), r[3] if len(r) > 3 else None) for r in rows)
         try:
             with self._transaction():
-                self._db.executemany("INSERT OR REPLACE INTO snapshot VALUES (?, ?, ?)", rows)
+                self._db.executemany("INSERT OR REPLACE INTO snapshot VALUES (?, ?, ?, ?, ?)", values)
+        except sqlite3.Error as exc:
+            raise StateError(_cannot(self.path, exc)) from None
+
+    def refresh_raw(self, pairs: Iterable[tuple[int, str]]) -> None:
+        """Remember the raw hash of rows found unchanged the slow way, so next time is fast."""
+        try:
+            with self._transaction():
+                self._db.executemany("UPDATE snapshot SET raw = ? WHERE key = ?", pairs)
         except sqlite3.Error as exc:
             raise StateError(_cannot(self.path, exc)) from None
 
@@ -223,6 +273,24 @@ def rename_state(home: Path, old: str, new: str) -> None:
             moved = Path(f"{source}{suffix}")
             if moved.exists():
                 os.replace(moved, f"{target}{suffix}")
+
+
+def _migrate_1_to_2(db: sqlite3.Connection) -> None:
+    # Format 2 adds the key hash and raw hash behind the fast index, and folds the key into the
+    # digest; both are recomputed from the stored fields, so nothing acknowledged is lost.
+    columns = {row[1] for row in db.execute("PRAGMA table_info(snapshot)")}
+    for column in ("key_hash", "raw"):
+        if column not in columns:
+            db.execute(f"ALTER TABLE snapshot ADD COLUMN {column} INTEGER")
+    last = ""
+    while rows := db.execute(  # in key order, a piece at a time: memory stays flat
+        "SELECT key, doc FROM snapshot WHERE key > ? ORDER BY key LIMIT 20000", (last,)
+    ).fetchall():
+        db.executemany(
+            "UPDATE snapshot SET key_hash = ?, digest = ?, raw = NULL WHERE key = ?",
+            ((key_hash(k), digest(k, d), k) for k, d in rows),
+        )
+        last = rows[-1][0]
 
 
 def _cannot(path: Path, exc: Exception) -> str:

@@ -133,6 +133,15 @@ def _generic(value: Any) -> JsonValue | Invalid:
     return _checked_str(text)
 
 
+def plain_id(value: Any) -> bool:
+    """True for the common case of a text id that needs no further checks."""
+    return (
+        type(value) is str
+        and MIN_ID_LENGTH <= len(value) <= MAX_STRING
+        and (len(value) > 40 or value.strip().lower() not in JUNK_IDS)
+    )
+
+
 def to_id(value: Any, label: str) -> str | Invalid:
     """The Amplitude id held by `value`, or why Amplitude would refuse it."""
     if value is None or (isinstance(value, float) and math.isnan(value)):

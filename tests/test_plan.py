@@ -9,17 +9,10 @@ from hypothesis import strategies as st
 
 from amp_sync.amplitude import encode_body, encoded_size
 from amp_sync.config import parse_config
-from amp_sync.plan import (
-    USER_LINK,
-    Planner,
-    canonical,
-    digest,
-    field_changes,
-    identification,
-    partition_of,
-)
+from amp_sync.plan import USER_LINK, Planner, canonical, field_changes, identification, partition_of
 from amp_sync.secret import Secret
 from amp_sync.sender import batches
+from amp_sync.snapshot import SnapshotIndex, digest, key_hash
 from amp_sync.spool import Pending
 
 SYNC = """
@@ -55,7 +48,9 @@ def config(object_: str = "user", ltv_op: str = "$set", user_key: str = ""):
 def plan_rows(rows, index=None, docs=None, object_="user", user_key=""):
     cfg = config(object_, user_key=user_key)
     cols = ["id", "plan", "ltv"] + (["uid"] if user_key else [])
-    planner = Planner(cfg, cols, index or {}, lambda keys: {k: docs[k] for k in keys}, None)
+    planner = Planner(
+        cfg, cols, index or SnapshotIndex.build([]), lambda keys: {k: docs[k] for k in keys}, None
+    )
     planner.add(rows)
     return planner.finish()
 
@@ -65,7 +60,7 @@ def doc_of(plan_value, ltv, op="$set"):
 
 
 def index_of(docs):
-    return {k: digest(canonical(d)) for k, d in docs.items()}
+    return SnapshotIndex.build((key_hash(k), None, digest(k, canonical(d))) for k, d in docs.items())
 
 
 def test_new_rows_send_every_non_null_property() -> None:
@@ -144,7 +139,7 @@ def test_planner_counts_and_rejects() -> None:
 
 def test_a_duplicate_in_later_chunks_rejects_the_earlier_row_too() -> None:
     cfg = config()
-    planner = Planner(cfg, ["id", "plan", "ltv"], {}, lambda keys: {}, None)
+    planner = Planner(cfg, ["id", "plan", "ltv"], SnapshotIndex.build([]), lambda keys: {}, None)
     planner.add([("alice", "pro", 1), ("bobby", "pro", 1)])
     planner.add([("alice", "free", 2)])
     plan = planner.finish()
@@ -154,7 +149,7 @@ def test_a_duplicate_in_later_chunks_rejects_the_earlier_row_too() -> None:
 
 def _pending(n: int, size: int = 10) -> list[Pending]:
     return [
-        Pending(f"user{i:05d}", b'{"user_id":"%05d","p":"%s"}' % (i, b"x" * size), "{}", b"")
+        Pending(f"user{i:05d}", b'{"user_id":"%05d","p":"%s"}' % (i, b"x" * size), "{}", b"", 1)
         for i in range(n)
     ]
 
@@ -183,7 +178,9 @@ def test_one_users_devices_share_a_partition() -> None:
 
     cfg = config("device", user_key='user_key = "uid"')
     with Spool() as spool:
-        planner = Planner(cfg, ["id", "plan", "ltv", "uid"], {}, lambda keys: {}, spool, partitions=4)
+        planner = Planner(
+            cfg, ["id", "plan", "ltv", "uid"], SnapshotIndex.build([]), lambda keys: {}, spool, partitions=4
+        )
         rows = [(f"device-{u}-{d}", "pro", 1, f"user-{u:04d}") for u in range(50) for d in range(3)]
         planner.add(rows)
         planner.finish()

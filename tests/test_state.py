@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import stat
 
+import numpy as np
 import pytest
 
 from amp_sync.errors import StateError
@@ -14,7 +15,7 @@ from amp_sync.state import SCHEMA_VERSION, StateStore, run_lock, state_path
 def test_commit_and_read_back(tmp_path) -> None:
     store = StateStore.open(tmp_path, "s")
     store.commit([("alice", b"1" * 16, '{"plan":["$set","pro"]}'), ("bobby", b"2" * 16, "{}")])
-    assert store.index() == {"alice": b"1" * 16, "bobby": b"2" * 16}
+    assert store.digests() == {"alice": b"1" * 16, "bobby": b"2" * 16}
     assert store.docs(["alice", "nobody"]) == {"alice": {"plan": ["$set", "pro"]}}
     store.close()
     reader = StateStore.open_read_only(tmp_path, "s")
@@ -89,3 +90,43 @@ def test_an_unwritable_home_is_a_clear_error(tmp_path) -> None:
     blocker.write_text("x")
     with pytest.raises(StateError, match="AMP_SYNC_HOME"):
         StateStore.open(blocker, "s")
+
+
+def test_a_format_1_state_file_is_migrated_and_keeps_what_was_acknowledged(tmp_path) -> None:
+    from amp_sync.plan import canonical
+    from amp_sync.snapshot import digest, key_hash
+
+    path = state_path(tmp_path, "old")
+    path.parent.mkdir(parents=True)
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '1');
+        CREATE TABLE snapshot (key TEXT PRIMARY KEY, digest BLOB NOT NULL, doc TEXT NOT NULL) WITHOUT ROWID;
+        CREATE TABLE runs (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, started_at REAL NOT NULL,
+            finished_at REAL, status TEXT NOT NULL, counts TEXT NOT NULL DEFAULT '{}',
+            message TEXT NOT NULL DEFAULT '');
+        CREATE TABLE rejections (run_id INTEGER NOT NULL, key TEXT NOT NULL, reason TEXT NOT NULL);
+        """
+    )
+    doc = {"plan": ["$set", "pro"]}
+    db.executemany(
+        "INSERT INTO snapshot VALUES (?, ?, ?)",
+        [(f"user-{i:05d}", b"v1digest" * 2, canonical(doc)) for i in range(30_000)],
+    )
+    db.commit()
+    db.close()
+
+    with pytest.raises(StateError, match="older format 1: run the sync once"):
+        StateStore.open_read_only(tmp_path, "old")  # a preview never writes, so it cannot upgrade
+    store = StateStore.open(tmp_path, "old")
+    index = store.index()
+    assert len(index) == 30_000
+    pos = index.find(np.array([key_hash("user-00042")]))[0]
+    assert index.digests[pos] == digest("user-00042", canonical(doc))
+    assert store.docs(["user-00042"]) == {"user-00042": doc}
+    store.close()
+    reader = StateStore.open_read_only(tmp_path, "old")
+    assert reader is not None and len(reader.index()) == 30_000
+    reader.close()

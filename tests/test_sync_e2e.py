@@ -280,5 +280,5 @@ def test_a_warehouse_error_never_commits(sqlite_warehouse, home, write_sync):
     with pytest.raises(WarehouseError):
         run(config, home)
     store = StateStore.open(home, config.sync.name)
-    assert store.runs()[0].status == "error" and store.index() == {}
+    assert store.runs()[0].status == "error" and store.digests() == {}
     store.close()

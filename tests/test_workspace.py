@@ -118,5 +118,5 @@ def test_renaming_a_sync_moves_its_snapshot_and_history(tmp_path) -> None:
     assert [r.counts for r in history(ws.home, "renamed")] == [{"sent": 1}]
     assert history(ws.home, "ltv-sync") == []
     moved = StateStore.open(ws.home, "renamed")
-    assert moved.index() == {"alice": b"x"}
+    assert moved.digests() == {"alice": b"x"}
     moved.close()
