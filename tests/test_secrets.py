@@ -124,3 +124,34 @@ def test_pages_never_show_saved_keys(app_env) -> None:
         assert not at.exception
         rendered = "\n".join(str(element.proto) for element in at.main) + str(at.sidebar)
         assert leaks(rendered) == [], page
+
+
+def test_the_app_and_the_sandbox_listen_on_loopback_only() -> None:
+    import tomllib
+
+    from amp_sync.cli import _parser
+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["address"] == "127.0.0.1"
+    assert config["browser"]["gatherUsageStats"] is False
+    assert _parser().parse_args(["sandbox"]).host == "127.0.0.1"
+
+
+def test_nothing_typed_into_the_app_is_unpickled_or_evaluated() -> None:
+    import ast
+
+    sources = [
+        *(ROOT / "amp_sync").glob("*.py"),
+        *(ROOT / "app_pages").glob("*.py"),
+        ROOT / "app.py",
+        ROOT / "ui.py",
+    ]
+    for path in sources:
+        tree = ast.parse(path.read_text(), filename=str(path))
+        names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+        modules = {
+            a.name for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom) for a in n.names
+        }
+        modules |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not names & {"eval", "exec", "compile", "__import__"}, path
+        assert not modules & {"pickle", "marshal", "shelve", "dill", "cloudpickle"}, path
