@@ -13,7 +13,7 @@ from urllib.parse import quote_plus
 
 import requests
 
-from amp_sync.config import Destination
+from amp_sync.config import Destination, Region
 from amp_sync.errors import FatalError
 from amp_sync.secret import Secret
 
@@ -22,6 +22,7 @@ from amp_sync.secret import Secret
 MAX_ITEMS = 1000
 MAX_BYTES = 1_000_000
 DEFAULT_ATTEMPTS = 8
+NOT_AMPLITUDE = "an answer that is not Amplitude's: check that the endpoint is Amplitude's base URL"
 
 
 class Outcome(StrEnum):
@@ -67,8 +68,11 @@ def classify(status: int, body: str) -> Answer:
     """Read an Identify answer; the body may be JSON or plain text, so status leads."""
     data = _json(body)
     error = str(data.get("error", "")) if data else body.strip()
-    if 200 <= status < 300:
+    if 200 <= status < 300 and (data is not None or _is_success(body)):
         return Answer(Outcome.OK)
+    if 200 <= status < 300:
+        # Not Amplitude's "success": a web page or a proxy answered, and the rows did not arrive.
+        return Answer(Outcome.FAILED, f"HTTP {status} with {NOT_AMPLITUDE}")
     if status == 413:
         return Answer(Outcome.SPLIT, "payload too large")
     if status == 429:
@@ -80,7 +84,13 @@ def classify(status: int, body: str) -> Answer:
     bad = _bad_indexes(data) if data else ()
     if status == 400 and bad:
         return Answer(Outcome.REJECTED, _summary(error), bad_items=bad)
+    if error.startswith("<"):  # an HTML error page: its markup says nothing to the user
+        return Answer(Outcome.FAILED, f"HTTP {status} with {NOT_AMPLITUDE}")
     return Answer(Outcome.FAILED, f"HTTP {status}: {_summary(error)}")
+
+
+def _is_success(body: str) -> bool:
+    return body.strip().strip('"').lower() == "success"
 
 
 def _json(body: str) -> dict[str, Any] | None:
@@ -123,8 +133,7 @@ def encoded_size(item: bytes) -> int:
 
 INVALID_KEY_MESSAGE = (
     "Amplitude refused the API key of destination {name!r}: check that it is the project's "
-    "API key (not the secret key) and that the project is in the {region} region "
-    '(EU keys only work with region = "eu")'
+    "API key (not the secret key) and {region_hint}"
 )
 
 
@@ -153,10 +162,12 @@ class IdentifyClient:
             resp = self.session.post(self.url, data=body, headers=headers, timeout=self.policy.timeout)
         except requests.Timeout:
             return Answer(Outcome.RETRY, "timed out")
-        except requests.exceptions.SSLError:
-            return Answer(Outcome.RETRY, "TLS handshake failed")
+        except requests.exceptions.SSLError as exc:
+            return Answer(Outcome.RETRY, tls_failure(self.destination.ingest_url, exc))
         except requests.ConnectionError:
             return Answer(Outcome.RETRY, f"could not reach {self.destination.ingest_url}")
+        except requests.RequestException as exc:  # e.g. an answer cut off midway: unknown outcome
+            return Answer(Outcome.RETRY, f"the answer was cut off ({type(exc).__name__})")
         return classify(resp.status_code, resp.text)
 
     def send(self, items: Sequence[bytes]) -> Answer:
@@ -174,4 +185,25 @@ class IdentifyClient:
 
 def invalid_key_message(destination: Destination) -> str:
     """What to check when Amplitude refuses the key, without the key."""
-    return INVALID_KEY_MESSAGE.format(name=destination.name, region=destination.region.upper())
+    return INVALID_KEY_MESSAGE.format(name=destination.name, region_hint=region_hint(destination.region))
+
+
+def region_hint(region: Region) -> str:
+    """Why a valid key may still be refused: keys work only in their project's data centre."""
+    other = Region.EU if region is Region.US else Region.US
+    return (
+        f"that the project is in the {region.upper()} region "
+        f'(for a project in the {other.upper()} data centre, set region = "{other}")'
+    )
+
+
+def tls_failure(where: str, exc: requests.exceptions.SSLError) -> str:
+    """A failed TLS handshake in words: the likely cause, from the TLS library's reason."""
+    reason = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in reason:
+        cause = "the server's certificate is not trusted (self-signed, expired, or a proxy's)"
+    elif "WRONG_VERSION_NUMBER" in reason or "record layer failure" in reason:
+        cause = "the server does not speak HTTPS on that port (should the endpoint start with http://?)"
+    else:
+        cause = "check the endpoint's scheme, any proxy in between, and its certificate"
+    return f"the TLS handshake with {where} failed: {cause}"

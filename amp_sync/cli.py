@@ -81,7 +81,24 @@ def _sandbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--api-key", action="append", dest="api_keys", metavar="KEY",
         help=f"an API key to accept (repeatable; default {sandbox.SANDBOX_API_KEY})",
     )  # fmt: skip
-    cmd.set_defaults(handler=_sandbox)
+    faults = cmd.add_argument_group(
+        "simulated Amplitude failures",
+        "P is a chance per ingestion request, from 0 to 1; the --fail-* chances add up to 1 or less.",
+    )
+    flags = (  # (flag, Faults field, metavar, help)
+        ("--fail-429", "throttle", "P", "answer 429 Too Many Requests"),
+        ("--fail-500", "error_500", "P", "answer 500 without applying the request"),
+        ("--fail-503", "error_503", "P", "answer 503 without applying the request"),
+        ("--fail-ingest-500", "ingest_then_500", "P", "apply the request, then answer 500"),
+        ("--fail-drop", "drop", "P", "close the connection without answering"),
+        ("--slow", "slow", "P", "answer only after --slow-seconds"),
+        ("--slow-seconds", "slow_seconds", "S", "how late a slow answer comes (1)"),
+        ("--max-body-bytes", "max_body_bytes", "N", "answer 413 to larger request bodies"),
+        ("--seed", "seed", "N", "seed the draws, to repeat the same failures"),
+    )
+    for flag, field, metavar, text in flags:
+        faults.add_argument(flag, dest=f"fault_{field}", metavar=metavar, help=text)
+    cmd.set_defaults(handler=_sandbox, fault_flags={field: flag for flag, field, _, _ in flags})
 
 
 def _positive(text: str) -> int:
@@ -133,8 +150,14 @@ def _sandbox(args: argparse.Namespace) -> int:
     api_keys: dict[str, str | None] = {
         k: sandbox.SANDBOX_SECRET_KEY if k == sandbox.SANDBOX_API_KEY else None for k in keys
     }
+    flags: dict[str, str] = args.fault_flags
+    given = {field: text for field in flags if (text := getattr(args, f"fault_{field}")) is not None}
     try:
-        sandbox.serve(args.host, args.port, api_keys)
+        faults = sandbox.parse_faults(given, names=flags)
+    except ValueError as exc:
+        return _fail(str(exc))
+    try:
+        sandbox.serve(args.host, args.port, api_keys, faults)
     except OSError as exc:
         return _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
     return EXIT_OK

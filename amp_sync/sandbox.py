@@ -5,6 +5,11 @@ status codes and bodies, validates as Amplitude does (a request with one bad ite
 with the bad indexes), and keeps the profiles, groups and events it builds in memory, readable
 through `SandboxStore` or GET /sandbox/... . Nothing it receives is ever logged: request bodies and
 query strings can hold API keys. Limits and rules come from shared/amplitude-api.md §0–§6.
+
+`Faults` makes the ingestion endpoints fail on purpose, as Amplitude and networks do (429, 500,
+503, a 500 after the request was applied, dropped connections, slow answers, 413), so that tests
+and the app's demo mode can show that a sync loses nothing. Set at start, with `Sandbox.set_faults`,
+or over HTTP at /sandbox/faults (`set_faults`, `get_faults`).
 """
 
 from __future__ import annotations
@@ -13,16 +18,23 @@ import contextlib
 import copy
 import hmac
 import json
+import random
+import re
+import socket
 import threading
 import time
+import urllib.error
 import urllib.request
 from base64 import b64decode
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
+from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
+
+from amp_sync.errors import DestinationError
 
 SANDBOX_API_KEY = "sandbox-api-key"
 SANDBOX_SECRET_KEY = "sandbox-secret-key"
@@ -76,7 +88,7 @@ _ID_FIELDS = ("user_id", "device_id")
 
 JSON = dict[str, Any]
 # (invalid field names, missing field names) of one item
-_Faults = tuple[list[str], list[str]]
+_FieldFaults = tuple[list[str], list[str]]
 
 
 # --- property operations (pure) -------------------------------------------------------------
@@ -231,14 +243,14 @@ def _valid_id(value: object, min_length: int) -> bool:
     )
 
 
-def _id_faults(item: JSON, min_length: int, *, required: bool = True) -> _Faults:
+def _id_faults(item: JSON, min_length: int, *, required: bool = True) -> _FieldFaults:
     """Bad user_id/device_id values, and "user_id" as missing when the item has neither."""
     invalid = [f for f in _ID_FIELDS if item.get(f) is not None and not _valid_id(item[f], min_length)]
     has_id = any(item.get(f) is not None for f in _ID_FIELDS)
     return invalid, [] if has_id or not required else ["user_id"]
 
 
-def _identify_faults(item: JSON) -> _Faults:
+def _identify_faults(item: JSON) -> _FieldFaults:
     """What Amplitude would refuse in one /identify item."""
     invalid, missing = _id_faults(item, DEFAULT_MIN_ID_LENGTH)
     props = item.get("user_properties")
@@ -247,7 +259,7 @@ def _identify_faults(item: JSON) -> _Faults:
     return invalid, missing
 
 
-def _group_faults(item: JSON) -> _Faults:
+def _group_faults(item: JSON) -> _FieldFaults:
     """What Amplitude would refuse in one /groupidentify item."""
     invalid: list[str] = []
     missing: list[str] = []
@@ -287,7 +299,7 @@ def _event_property_faults(event: JSON) -> list[str]:
     return faults
 
 
-def _event_faults(event: JSON, min_length: int) -> _Faults:
+def _event_faults(event: JSON, min_length: int) -> _FieldFaults:
     """What Amplitude would refuse in one HTTP V2 / Batch event."""
     event_type = event.get("event_type")
     # The official SDK sends $groupidentify without ids; only the group matters.
@@ -307,6 +319,194 @@ def _min_id_length(options: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return value
     return DEFAULT_MIN_ID_LENGTH
+
+
+# --- fault injection ------------------------------------------------------------------------
+
+# Only Amplitude's ingestion endpoints fail on purpose; inspection and key checks never do.
+INGESTION_PATHS = frozenset({"/identify", "/groupidentify", "/2/httpapi", "/batch"})
+MAX_SLOW_SECONDS = 3600.0
+THROTTLE_EPS = 31  # events/s reported for each throttled id: just over the threshold below
+THROTTLE_THRESHOLD = 30  # HTTP V2's per-user/device limit (amplitude-api.md §0)
+
+
+class Fault(StrEnum):
+    """A failure the sandbox injected, as named by the "fault" field of `SandboxStore.requests()`."""
+
+    THROTTLE = "throttle"  # 429 with Amplitude's throttling body; nothing applied
+    ERROR_500 = "error_500"  # nothing applied
+    ERROR_503 = "error_503"  # nothing applied
+    INGEST_THEN_500 = "ingest_then_500"  # applied in full, then answered 500
+    DROP = "drop"  # the connection closed without an answer; nothing applied
+    TOO_LARGE = "max_body_bytes"  # 413 because of Faults.max_body_bytes
+
+
+# A request meets at most one of these: their probabilities share one draw.
+_OUTCOMES = (Fault.THROTTLE, Fault.ERROR_500, Fault.ERROR_503, Fault.INGEST_THEN_500, Fault.DROP)
+_PROBABILITIES = (*(fault.value for fault in _OUTCOMES), "slow")
+_LABELS = {
+    Fault.THROTTLE: "429 throttled",
+    Fault.ERROR_500: "500",
+    Fault.ERROR_503: "503",
+    Fault.INGEST_THEN_500: "applied then 500",
+    Fault.DROP: "dropped connection",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Faults:
+    """Failures injected into ingestion requests; each probability is per request, from 0 to 1.
+
+    throttle, error_500, error_503, ingest_then_500 and drop exclude one another, so they add up
+    to at most 1. slow delays any answer by slow_seconds. max_body_bytes answers 413 above that
+    size in place of the usual limit. seed makes the sequence of draws repeatable.
+    """
+
+    throttle: float = 0.0
+    error_500: float = 0.0
+    error_503: float = 0.0
+    ingest_then_500: float = 0.0
+    drop: float = 0.0
+    slow: float = 0.0
+    slow_seconds: float = 1.0
+    max_body_bytes: int | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        problems = _fault_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @classmethod
+    def from_json(cls, data: object) -> Faults:
+        """Faults from a JSON object of settings (absent ones are off); ValueError if invalid."""
+        if not isinstance(data, dict):
+            raise ValueError('send a JSON object of fault settings, e.g. {"throttle": 0.1}')
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"unknown settings {', '.join(unknown)}; the known ones: {', '.join(known)}")
+        return cls(**data)
+
+    def to_json(self) -> JSON:
+        """The settings as a JSON object, as GET /sandbox/faults answers."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def outcome(self, roll: float) -> Fault | None:
+        """The outcome a uniform `roll` in [0, 1) picks, or None for the normal answer."""
+        edge = 0.0
+        for fault in _OUTCOMES:
+            edge += getattr(self, fault.value)
+            if roll < edge:
+                return fault
+        return None
+
+    @property
+    def active(self) -> bool:
+        """Whether any request can fail, be slow or meet the injected size limit."""
+        chances = (getattr(self, name) for name in _PROBABILITIES)
+        return any(chances) or self.max_body_bytes is not None
+
+    def describe(self) -> str:
+        """The settings in words, e.g. "429 throttled 10%, 500 5%, slow 20% (2 s)"."""
+        chances = [(fault, getattr(self, fault.value)) for fault in _OUTCOMES]
+        parts = [f"{_LABELS[fault]} {_percent(p)}" for fault, p in chances if p]
+        if self.slow:
+            parts.append(f"slow {_percent(self.slow)} ({self.slow_seconds:g} s)")
+        if self.max_body_bytes is not None:
+            parts.append(f"413 above {self.max_body_bytes:,} bytes")
+        return ", ".join(parts) or "no failures"
+
+
+def _percent(probability: float) -> str:
+    return f"{probability * 100:.3g}%"
+
+
+def _is_probability(value: object) -> bool:
+    # NaN and infinities fail the comparison.
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
+
+
+def _fault_problems(faults: Faults) -> list[str]:
+    """What is wrong with these settings, in words; empty when they are valid."""
+    problems = [
+        f"{name} must be a probability from 0 to 1, not {getattr(faults, name)!r}"
+        for name in _PROBABILITIES
+        if not _is_probability(getattr(faults, name))
+    ]
+    total = sum(getattr(faults, f.value) for f in _OUTCOMES) if not problems else 0.0
+    if total > 1 + 1e-9:  # a little slack for float sums such as 0.1 + 0.2 + 0.7
+        problems.append(
+            f"throttle, error_500, error_503, ingest_then_500 and drop add up to {total:g}, but a "
+            "request fails in one way at most, so they must add up to 1 or less"
+        )
+    seconds = faults.slow_seconds
+    if not (isinstance(seconds, int | float) and not isinstance(seconds, bool)) or not (
+        0 <= seconds <= MAX_SLOW_SECONDS
+    ):
+        problems.append(f"slow_seconds must be from 0 to {MAX_SLOW_SECONDS:g} seconds, not {seconds!r}")
+    limit = faults.max_body_bytes
+    if limit is not None and not (_is_int(limit) and limit >= 1):
+        problems.append(f"max_body_bytes must be a whole number of bytes, at least 1, not {limit!r}")
+    if faults.seed is not None and not _is_int(faults.seed):
+        problems.append(f"seed must be a whole number, not {faults.seed!r}")
+    return problems
+
+
+def parse_faults(texts: Mapping[str, str], names: Mapping[str, str] | None = None) -> Faults:
+    """Faults from settings written as text, as on a command line.
+
+    A ValueError says what is wrong, calling each setting by its entry in `names` (for example
+    the CLI's flags) when there is one.
+    """
+    names = names or {}
+    values: dict[str, Any] = {}
+    for field, text in texts.items():
+        whole = field in ("max_body_bytes", "seed")
+        try:
+            values[field] = int(text) if whole else float(text)
+        except ValueError:
+            kind = "a whole number" if whole else "a number"
+            raise ValueError(f"{names.get(field, field)} expects {kind}, not {text!r}") from None
+    try:
+        return Faults.from_json(values)
+    except ValueError as exc:  # every value is a number now: only setting names can match
+        pattern = r"\b(" + "|".join(map(re.escape, names)) + r")\b"
+        raise ValueError(re.sub(pattern, lambda m: names[m[1]], str(exc)) if names else str(exc)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Draw:
+    """What one ingestion request meets: an outcome (None: normal), a delay, a body limit."""
+
+    outcome: Fault | None = None
+    delay: float = 0.0
+    max_body_bytes: int | None = None
+
+
+class _FaultDice:
+    """The current Faults and a random source seeded from them; thread-safe, changeable live."""
+
+    def __init__(self, faults: Faults) -> None:
+        self._lock = threading.Lock()
+        self._faults = faults
+        self._rng = random.Random(faults.seed)
+
+    def get(self) -> Faults:
+        with self._lock:
+            return self._faults
+
+    def set(self, faults: Faults) -> None:
+        """Use `faults` from the next request on, with the draws restarted from its seed."""
+        with self._lock:
+            self._faults, self._rng = faults, random.Random(faults.seed)
+
+    def draw(self) -> _Draw:
+        # Two draws per request, always, so a seed gives the same sequence whatever is enabled.
+        with self._lock:
+            faults, roll, slow_roll = self._faults, self._rng.random(), self._rng.random()
+        delay = faults.slow_seconds if slow_roll < faults.slow else 0.0
+        return _Draw(faults.outcome(roll), delay, faults.max_body_bytes)
 
 
 # --- store ----------------------------------------------------------------------------------
@@ -374,7 +574,11 @@ class SandboxStore:
             ]
 
     def requests(self) -> list[JSON]:
-        """Every Amplitude API request received: path (no query), status, item count."""
+        """Every Amplitude API request received: path (no query), status, item count.
+
+        An injected failure adds "fault" (a `Fault` value; a dropped connection has status None)
+        and a delayed answer adds "slow_seconds".
+        """
         with self._lock:
             return [dict(request) for request in self._requests]
 
@@ -402,9 +606,16 @@ class SandboxStore:
     # The methods below take items the server has already validated. Validation reads only the
     # request, so holding the lock while applying keeps each request atomic.
 
-    def _record(self, path: str, status: int, items: int) -> None:
+    def _record(
+        self, path: str, status: int | None, items: int, fault: Fault | None = None, delay: float = 0.0
+    ) -> None:
+        entry: JSON = {"path": path, "status": status, "items": items}
+        if fault is not None:
+            entry["fault"] = fault.value
+        if delay:
+            entry["slow_seconds"] = delay
         with self._lock:
-            self._requests.append({"path": path, "status": status, "items": items})
+            self._requests.append(entry)
 
     def _apply_identifications(self, items: Iterable[JSON]) -> None:
         with self._lock:
@@ -550,8 +761,11 @@ class _App:
     api_keys: dict[str, str | None]
     limits: dict[str, _Limits]
     max_body_bytes: int
+    faults: _FaultDice
 
-    def body_limit(self, path: str) -> int:
+    def body_limit(self, path: str, draw: _Draw) -> int:
+        if draw.max_body_bytes is not None:
+            return draw.max_body_bytes
         limits = self.limits.get(path)
         return limits.body_bytes if limits else self.max_body_bytes
 
@@ -605,7 +819,7 @@ def _key_refusal(app: _App, api_key: object) -> _Reply | None:
     return None
 
 
-def _rejection(items: list[JSON], faults_of: Callable[[JSON], _Faults]) -> _Reply | None:
+def _rejection(items: list[JSON], faults_of: Callable[[JSON], _FieldFaults]) -> _Reply | None:
     """Amplitude's 400 listing every bad item by field, or None when all items are good."""
     invalid: dict[str, list[int]] = {}
     missing: dict[str, list[int]] = {}
@@ -629,7 +843,7 @@ def _rejection(items: list[JSON], faults_of: Callable[[JSON], _Faults]) -> _Repl
 def _form_endpoint(
     app: _App,
     request: _Request,
-    faults_of: Callable[[JSON], _Faults],
+    faults_of: Callable[[JSON], _FieldFaults],
     apply: Callable[[list[JSON]], None],
 ) -> _Reply:
     """/identify and /groupidentify: form fields api_key and identification."""
@@ -737,35 +951,84 @@ def _handle_reset(app: _App, request: _Request) -> _Reply:
     return _Reply(200, {"code": 200})
 
 
-@dataclass(frozen=True, slots=True)
-class _Route:
-    method: str
-    handle: Callable[[_App, _Request], _Reply]
+def _handle_set_faults(app: _App, request: _Request) -> _Reply:
+    try:
+        faults = Faults.from_json(_parse_json(request.body))
+    except ValueError as exc:
+        return _error(400, f"Invalid fault settings: {exc}")
+    app.faults.set(faults)
+    return _Reply(200, faults.to_json())
 
 
-_ROUTES: dict[str, _Route] = {
-    "/identify": _Route("POST", _handle_identify),
-    "/groupidentify": _Route("POST", _handle_group_identify),
-    "/2/httpapi": _Route("POST", _handle_events),
-    "/batch": _Route("POST", _handle_events),
-    "/api/2/events/list": _Route("GET", _handle_event_list),
-    "/sandbox/profiles": _Route("GET", _handle_profiles),
-    "/sandbox/events": _Route("GET", lambda app, _: _Reply(200, app.store.events())),
-    "/sandbox/groups": _Route("GET", lambda app, _: _Reply(200, app.store.groups())),
-    "/sandbox/requests": _Route("GET", lambda app, _: _Reply(200, app.store.requests())),
-    "/sandbox/reset": _Route("POST", _handle_reset),
-    "/sandbox/inactive": _Route("POST", _handle_inactive),
-    "/health": _Route("GET", lambda app, _: _Reply(200, "ok")),
+_Handle = Callable[[_App, _Request], _Reply]
+_ROUTES: dict[tuple[str, str], _Handle] = {
+    ("POST", "/identify"): _handle_identify,
+    ("POST", "/groupidentify"): _handle_group_identify,
+    ("POST", "/2/httpapi"): _handle_events,
+    ("POST", "/batch"): _handle_events,
+    ("GET", "/api/2/events/list"): _handle_event_list,
+    ("GET", "/sandbox/profiles"): _handle_profiles,
+    ("GET", "/sandbox/events"): lambda app, _: _Reply(200, app.store.events()),
+    ("GET", "/sandbox/groups"): lambda app, _: _Reply(200, app.store.groups()),
+    ("GET", "/sandbox/requests"): lambda app, _: _Reply(200, app.store.requests()),
+    ("POST", "/sandbox/reset"): _handle_reset,
+    ("POST", "/sandbox/inactive"): _handle_inactive,
+    ("GET", "/sandbox/faults"): lambda app, _: _Reply(200, app.faults.get().to_json()),
+    ("POST", "/sandbox/faults"): _handle_set_faults,
+    ("GET", "/health"): lambda app, _: _Reply(200, "ok"),
 }
 
 
 def _respond(app: _App, method: str, request: _Request, too_large: bool) -> _Reply:
-    route = _ROUTES.get(request.path)
-    if route is None:
+    handle = _ROUTES.get((method, request.path))
+    if handle is not None:
+        return _too_large() if too_large else handle(app, request)
+    allowed = ", ".join(m for m, path in _ROUTES if path == request.path)
+    if not allowed:
         return _error(404, "Invalid request path")
-    if method != route.method:
-        return _Reply(405, {"code": 405, "error": "Method not allowed"}, 0, (("Allow", route.method),))
-    return _too_large() if too_large else route.handle(app, request)
+    return _Reply(405, {"code": 405, "error": "Method not allowed"}, 0, (("Allow", allowed),))
+
+
+def _request_items(request: _Request) -> list[JSON]:
+    """The identifications or events of an ingestion request; empty when malformed."""
+    if request.path in ("/identify", "/groupidentify"):
+        return _identifications(_form(request.body).get("identification")) or []
+    events = (_json_object(request.body) or {}).get("events")
+    return cast(list[JSON], events) if _is_object_list(events) else []
+
+
+def _throttled(request: _Request) -> _Reply:
+    """Amplitude's 429, with every user and device of the request over the limit (§2)."""
+    items = _request_items(request)
+    ids = {name: [i[name] for i in items if isinstance(i.get(name), str)] for name in _ID_FIELDS}
+    body = {
+        "code": 429,
+        "error": "Too many requests for some devices and users",
+        "eps_threshold": THROTTLE_THRESHOLD,
+        "throttled_devices": dict.fromkeys(ids["device_id"], THROTTLE_EPS),
+        "throttled_users": dict.fromkeys(ids["user_id"], THROTTLE_EPS),
+        "throttled_events": list(range(len(items))),
+    }
+    return _Reply(429, body, len(items))
+
+
+def _answer(
+    app: _App, method: str, request: _Request, too_large: bool, draw: _Draw
+) -> tuple[_Reply | None, Fault | None]:
+    """The reply (None: drop the connection) and the fault injected into it, if any."""
+    fault = draw.outcome
+    if fault is Fault.DROP:
+        return None, fault
+    if fault is Fault.THROTTLE:
+        return _throttled(request), fault
+    if fault is Fault.ERROR_500:
+        return _error(500, "Internal server error"), fault
+    if fault is Fault.ERROR_503:
+        return _error(503, "Service unavailable"), fault
+    reply = _respond(app, method, request, too_large)
+    if fault is Fault.INGEST_THEN_500:
+        return _Reply(500, {"code": 500, "error": "Internal server error"}, reply.items), fault
+    return reply, Fault.TOO_LARGE if too_large and draw.max_body_bytes is not None else None
 
 
 def _is_inspection(path: str) -> bool:
@@ -805,13 +1068,26 @@ class _Handler(BaseHTTPRequestHandler):
         app = cast(_Server, self.server).app
         url = urlsplit(self.path)
         path = url.path.rstrip("/") or "/"
-        body = self._read_body(app.body_limit(path))
+        draw = app.faults.draw() if method == "POST" and path in INGESTION_PATHS else _Draw()
+        body = self._read_body(app.body_limit(path, draw))
         auth = self.headers.get("Authorization")
         request = _Request(path, parse_qs(url.query), auth, body or b"")
-        reply = _respond(app, method, request, too_large=body is None)
+        if draw.delay:
+            time.sleep(draw.delay)  # the injected slow answer: this thread is the "network"
+        reply, fault = _answer(app, method, request, body is None, draw)
         if not _is_inspection(path):
-            app.store._record(path, reply.status, reply.items)
-        self._send(reply)
+            status, items = (reply.status, reply.items) if reply else (None, 0)
+            app.store._record(path, status, items, fault, draw.delay)
+        if reply is None:
+            self._drop()
+        else:
+            self._send(reply)
+
+    def _drop(self) -> None:
+        """Close the connection without answering, as a network failure or a dying server does."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):  # the client may have gone already
+            self.connection.shutdown(socket.SHUT_RDWR)
 
     def _read_body(self, limit: int) -> bytes | None:
         """The request body, or None when it is over `limit` bytes."""
@@ -861,8 +1137,10 @@ class Sandbox:
         max_identifications: int = 1000,
         max_body_bytes: int = 1_000_000,
         max_events: int = MAX_EVENTS,
+        faults: Faults | None = None,
     ) -> None:
         self.store = SandboxStore()
+        self._faults = _FaultDice(faults or Faults())
         keys: dict[str, str | None] = (
             {SANDBOX_API_KEY: SANDBOX_SECRET_KEY} if api_keys is None else dict(api_keys)
         )
@@ -872,9 +1150,19 @@ class Sandbox:
             "/2/httpapi": _Limits(max_events, max_body_bytes),
             "/batch": _Limits(max_events, BATCH_MAX_BODY_BYTES),
         }
-        self._server = _Server((host, port), _App(self.store, keys, limits, max_body_bytes))
+        app = _App(self.store, keys, limits, max_body_bytes, self._faults)
+        self._server = _Server((host, port), app)
         self.url = f"http://{host}:{self._server.server_port}"
         self._thread: threading.Thread | None = None
+
+    @property
+    def faults(self) -> Faults:
+        """The failures injected now."""
+        return self._faults.get()
+
+    def set_faults(self, faults: Faults) -> None:
+        """Inject `faults` from the next request on (Faults() for none); draws restart from its seed."""
+        self._faults.set(faults)
 
     def start(self) -> Sandbox:
         """Serve in a daemon thread (once); returns self."""
@@ -904,10 +1192,12 @@ class Sandbox:
         self.close()
 
 
-def serve(host: str, port: int, api_keys: dict[str, str | None]) -> None:
+def serve(host: str, port: int, api_keys: dict[str, str | None], faults: Faults | None = None) -> None:
     """Serve a sandbox in the foreground until Ctrl+C (the `amp-sync sandbox` command)."""
-    sandbox = Sandbox(host, port, api_keys)
+    sandbox = Sandbox(host, port, api_keys, faults=faults)
     print(f"Amplitude sandbox listening on {sandbox.url}", flush=True)
+    if faults is not None and faults.active:
+        print(f"Simulating Amplitude failures: {faults.describe()}", flush=True)
     try:
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C is how the user stops it
             sandbox._server.serve_forever()
@@ -923,6 +1213,43 @@ def fetch(base_url: str, what: str = "profiles", timeout: float = 5.0) -> list[J
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         data = json.loads(resp.read())
     return list(data)
+
+
+def get_faults(base_url: str, timeout: float = 5.0) -> Faults:
+    """The failures a running sandbox injects now (GET /sandbox/faults); DestinationError if none."""
+    return _call_faults(urllib.request.Request(_faults_url(base_url)), base_url, timeout)
+
+
+def set_faults(base_url: str, faults: Faults, timeout: float = 5.0) -> Faults:
+    """Make a running sandbox inject `faults` (Faults() for none); returns what it now injects."""
+    request = urllib.request.Request(
+        _faults_url(base_url),
+        data=json.dumps(faults.to_json()).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    return _call_faults(request, base_url, timeout)
+
+
+def _faults_url(base_url: str) -> str:
+    return f"{base_url.rstrip('/')}/sandbox/faults"
+
+
+def _call_faults(request: urllib.request.Request, base_url: str, timeout: float) -> Faults:
+    """The Faults a sandbox answers with, every failure said as a DestinationError."""
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            return Faults.from_json(json.loads(resp.read()))
+    except urllib.error.HTTPError as exc:  # before OSError: it is one
+        error = (_json_object(exc.read()) or {}).get("error") or exc.reason
+        raise DestinationError(f"the sandbox at {base_url} answered {exc.code}: {error}") from exc
+    except OSError as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise DestinationError(
+            f"could not reach the sandbox at {base_url} ({reason}); start it with `amp-sync sandbox`"
+        ) from exc
+    except ValueError as exc:  # JSON that is not fault settings
+        raise DestinationError(f"{base_url} does not answer like an amp_sync sandbox ({exc})") from exc
 
 
 def is_running(base_url: str, timeout: float = 1.0) -> bool:

@@ -134,3 +134,29 @@ def test_unreachable_endpoint_is_a_retry_not_a_traceback() -> None:
     sleeps: list[float] = []
     answer = _client("http://127.0.0.1:9", sleeps, attempts=2).send([b'{"user_id":"alice1"}'])
     assert answer.outcome is Outcome.RETRY and "could not reach" in answer.detail
+
+
+def test_an_answer_cut_off_midway_is_retried() -> None:
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        for n in range(2):
+            conn, _ = listener.accept()
+            conn.recv(65536)
+            if n == 0:  # promise 100 bytes, send 5, hang up
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nsucce")
+            else:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nsuccess")
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    sleeps: list[float] = []
+    answer = _client(f"http://127.0.0.1:{port}", sleeps).send([b'{"user_id":"alice1"}'])
+    listener.close()
+    assert answer.outcome is Outcome.OK and len(sleeps) == 1
