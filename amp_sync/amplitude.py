@@ -120,6 +120,29 @@ def _summary(error: str) -> str:
     return text[:200] or "no details"
 
 
+class Channel(StrEnum):
+    """How an update travels: the Identify API, or HTTP V2 `$identify` events."""
+
+    IDENTIFY = "identify"
+    EVENTS = "events"
+
+
+# Operations that add to what is there. Resent after an answer that was lost (a 500 after
+# ingesting, a timeout), they would count twice; only HTTP V2 de-duplicates, on insert_id for
+# 7 days (shared/amplitude-api.md §2), so rows using them travel as $identify events.
+ACCUMULATING = frozenset({"$add", "$append", "$prepend"})
+
+
+def encode_events(api_key: Secret, items: Sequence[bytes]) -> bytes:
+    """An HTTP V2 body: {"api_key": ..., "events": [...]}."""
+    return b'{"api_key":' + json.dumps(api_key.reveal()).encode() + b',"events":[' + b",".join(items) + b"]}"
+
+
+def event_size(item: bytes) -> int:
+    """Bytes one event adds to an HTTP V2 body (with its comma)."""
+    return len(item) + 1
+
+
 def encode_body(api_key: Secret, items: Sequence[bytes]) -> bytes:
     """A form-encoded Identify body: api_key and identification (a JSON array)."""
     array = b"%5B" + b"%2C".join(quote_plus(i).encode("ascii") for i in items) + b"%5D"
@@ -147,16 +170,28 @@ class IdentifyClient:
     rng: random.Random = field(default_factory=random.Random)
     session: requests.Session = field(default_factory=requests.Session)
     requests_sent: int = 0
+    channel: Channel = Channel.IDENTIFY
 
     @property
     def url(self) -> str:
-        """The Identify endpoint."""
-        return f"{self.destination.ingest_url}/identify"
+        """The Identify endpoint, or HTTP V2 for the events channel."""
+        path = "/identify" if self.channel is Channel.IDENTIFY else "/2/httpapi"
+        return f"{self.destination.ingest_url}{path}"
+
+    def encode(self, items: Sequence[bytes]) -> bytes:
+        """The request body for `items` on this client's channel."""
+        encoder = encode_body if self.channel is Channel.IDENTIFY else encode_events
+        return encoder(self.destination.api_key, items)
+
+    def item_size(self, item: bytes) -> int:
+        """Bytes one item adds to a body on this client's channel."""
+        return encoded_size(item) if self.channel is Channel.IDENTIFY else event_size(item)
 
     def post(self, items: Sequence[bytes]) -> Answer:
         """Send one batch once; transport failures come back as RETRY answers."""
-        body = encode_body(self.destination.api_key, items)
-        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        body = self.encode(items)
+        form = self.channel is Channel.IDENTIFY
+        headers = {"Content-Type": "application/x-www-form-urlencoded" if form else "application/json"}
         self.requests_sent += 1
         try:
             resp = self.session.post(self.url, data=body, headers=headers, timeout=self.policy.timeout)

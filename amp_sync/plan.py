@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zlib
 from collections import Counter
@@ -13,9 +14,11 @@ from typing import Any, TypeGuard
 import numpy as np
 import pyarrow as pa
 
+from amp_sync.amplitude import ACCUMULATING, Channel
 from amp_sync.config import Operation, SyncConfig, SyncObject
 from amp_sync.snapshot import SnapshotIndex, digest, key_hash, raw_hash
 from amp_sync.spool import Spool
+from amp_sync.state import SEQ
 from amp_sync.values import Invalid, JsonValue, plain_id, to_id, to_json
 
 # A device row's user id is kept in the snapshot under a name no property can take.
@@ -274,9 +277,22 @@ class Planner:
                 self.plan.sample += changes[:room]
                 self.plan.payloads[key] = item
             if self.spool is not None:
-                identity = item.get("user_id") or key
-                self.spool.add(key, partition_of(identity, self.partitions), item, text, fp, raw)
+                acknowledged: Any = (old or {}).get(SEQ, 0)
+                seq = int(acknowledged) + 1
+                channel, wire = self._wire(key, item, seq)
+                part = partition_of(item.get("user_id") or key, self.partitions)
+                self.spool.add(key, part, wire, text, fp, raw, seq, channel)
         return (Kind.NEW if old is None else Kind.CHANGED), sig
+
+    def _wire(self, key: str, item: dict[str, Any], seq: int) -> tuple[str, dict[str, Any]]:
+        """The channel and request item: accumulating operations go as de-duplicated events."""
+        if not ACCUMULATING.intersection(item["user_properties"]):
+            return Channel.IDENTIFY, item
+        # The same update of the same key always gets the same insert_id, so a resend after a
+        # lost answer (or a crash) is dropped by Amplitude instead of adding twice.
+        insert_id = hashlib.blake2b(f"{self.config.sync.name}\x00{key}\x00{seq}".encode(), digest_size=16)
+        event = {**item, "event_type": "$identify", "insert_id": f"amp_sync-{insert_id.hexdigest()}"}
+        return Channel.EVENTS, event
 
     def _flush_refreshed(self, at_least: int) -> None:
         if self.refresh is not None and len(self._refreshed) >= at_least:

@@ -13,10 +13,10 @@ from amp_sync.amplitude import (
     MAX_BYTES,
     MAX_ITEMS,
     Answer,
+    Channel,
     IdentifyClient,
     Outcome,
     RetryPolicy,
-    encode_body,
     encoded_size,
 )
 from amp_sync.config import Destination
@@ -38,13 +38,17 @@ class Delivery:
 
 
 def batches(
-    rows: Iterator[Pending], overhead: int, max_items: int = MAX_ITEMS, max_bytes: int = MAX_BYTES
+    rows: Iterator[Pending],
+    overhead: int,
+    max_items: int = MAX_ITEMS,
+    max_bytes: int = MAX_BYTES,
+    item_size: Callable[[bytes], int] = encoded_size,
 ) -> Iterator[list[Pending]]:
     """Group rows in order into batches under the item and byte limits."""
     batch: list[Pending] = []
     size = overhead
     for row in rows:
-        grow = encoded_size(row.item)
+        grow = item_size(row.item)
         if batch and (len(batch) >= max_items or size + grow > max_bytes):
             yield batch
             batch, size = [], overhead
@@ -83,10 +87,17 @@ class Sender:
         return self.delivery
 
     def _partition(self, part: int) -> None:
-        client = IdentifyClient(self.destination, self.policy, self.sleep, random.Random())
-        overhead = len(encode_body(self.destination.api_key, []))
+        for channel in Channel:
+            client = IdentifyClient(
+                self.destination, self.policy, self.sleep, random.Random(), channel=channel
+            )
+            self._send_channel(client, part)
+
+    def _send_channel(self, client: IdentifyClient, part: int) -> None:
+        overhead = len(client.encode([]))
+        rows = self.spool.partition(part, client.channel)
         try:
-            for batch in batches(self.spool.partition(part), overhead):
+            for batch in batches(rows, overhead, item_size=client.item_size):
                 if self._stop.is_set():
                     return
                 self._deliver(client, batch)
@@ -125,7 +136,7 @@ class Sender:
         return []
 
     def _acknowledged(self, part: list[Pending]) -> None:
-        self.store.commit((p.key, p.digest, p.doc, p.raw) for p in part)
+        self.store.commit((p.key, p.digest, p.doc, p.raw, p.seq) for p in part)
         with self._lock:
             self.delivery.sent += len(part)
             self.delivery.batches += 1

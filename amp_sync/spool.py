@@ -21,6 +21,7 @@ class Pending:
     doc: str  # canonical fields for the snapshot
     digest: bytes
     raw: int  # the row's raw hash, stored with it so the next run can skip it cheaply
+    seq: int  # the key's update count once this one is acknowledged
 
 
 class Spool:
@@ -35,21 +36,32 @@ class Spool:
             PRAGMA journal_mode = OFF;
             PRAGMA synchronous = OFF;
             CREATE TABLE pending (
-                seq INTEGER PRIMARY KEY, key TEXT NOT NULL, part INTEGER NOT NULL,
-                item BLOB NOT NULL, doc TEXT NOT NULL, digest BLOB NOT NULL, raw INTEGER NOT NULL);
+                rowid INTEGER PRIMARY KEY, key TEXT NOT NULL, part INTEGER NOT NULL,
+                item BLOB NOT NULL, doc TEXT NOT NULL, digest BLOB NOT NULL, raw INTEGER NOT NULL,
+                seq INTEGER NOT NULL, channel TEXT NOT NULL);
             CREATE TABLE dropped (key TEXT PRIMARY KEY);
             """
         )
         self._lock = threading.Lock()
-        self._buffer: list[tuple[str, int, bytes, str, bytes, int]] = []
+        self._buffer: list[tuple[str, int, bytes, str, bytes, int, int, str]] = []
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
 
-    def add(self, key: str, part: int, item: dict[str, Any], doc: str, digest: bytes, raw: int) -> None:
-        """Queue one identification for partition `part`."""
+    def add(
+        self,
+        key: str,
+        part: int,
+        item: dict[str, Any],
+        doc: str,
+        digest: bytes,
+        raw: int,
+        seq: int,
+        channel: str,
+    ) -> None:
+        """Queue one request item for partition `part` and `channel`."""
         encoded = json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        self._buffer.append((key, part, encoded, doc, digest, raw))
+        self._buffer.append((key, part, encoded, doc, digest, raw, seq, channel))
         if len(self._buffer) >= 5000:
             self.flush()
 
@@ -63,7 +75,8 @@ class Spool:
             if self._buffer:
                 self._db.execute("BEGIN")
                 self._db.executemany(
-                    "INSERT INTO pending (key, part, item, doc, digest, raw) VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO pending (key, part, item, doc, digest, raw, seq, channel) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     self._buffer,
                 )
                 self._db.execute("COMMIT")
@@ -72,21 +85,21 @@ class Spool:
     def seal(self) -> int:
         """Finish writing and index by partition; returns how many rows will be sent."""
         self.flush()
-        self._db.execute("CREATE INDEX IF NOT EXISTS pending_part ON pending (part, seq)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS pending_part ON pending (part, channel, rowid)")
         sql = "SELECT count(*) FROM pending WHERE key NOT IN (SELECT key FROM dropped)"
         return int(self._db.execute(sql).fetchone()[0])
 
-    def partition(self, part: int) -> Iterator[Pending]:
+    def partition(self, part: int, channel: str) -> Iterator[Pending]:
         """One partition's rows in the order read, through a connection of its own."""
         db = self._connect()
         try:
             rows = db.execute(
-                "SELECT key, item, doc, digest, raw FROM pending WHERE part = ? "
-                "AND key NOT IN (SELECT key FROM dropped) ORDER BY seq",
-                (part,),
+                "SELECT key, item, doc, digest, raw, seq FROM pending WHERE part = ? AND channel = ? "
+                "AND key NOT IN (SELECT key FROM dropped) ORDER BY rowid",
+                (part, channel),
             )
-            for key, item, doc, fp, raw in rows:
-                yield Pending(key, item, doc, fp, raw)
+            for key, item, doc, fp, raw, seq in rows:
+                yield Pending(key, item, doc, fp, raw, seq)
         finally:
             db.close()
 

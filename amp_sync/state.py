@@ -20,11 +20,12 @@ from amp_sync.errors import StateError
 from amp_sync.snapshot import NO_RAW, SnapshotIndex, digest, key_hash
 
 SCHEMA_VERSION = 2
+SEQ = "$seq"  # in docs read back: how many updates of the key Amplitude acknowledged
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS snapshot (
     key TEXT PRIMARY KEY, digest BLOB NOT NULL, doc TEXT NOT NULL,
-    key_hash INTEGER, raw INTEGER) WITHOUT ROWID;
+    key_hash INTEGER, raw INTEGER, seq INTEGER) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY, kind TEXT NOT NULL, started_at REAL NOT NULL,
     finished_at REAL, status TEXT NOT NULL, counts TEXT NOT NULL DEFAULT '{}',
@@ -152,21 +153,24 @@ class StateStore:
         return dict(self._query("SELECT key, digest FROM snapshot"))
 
     def docs(self, keys: list[str]) -> dict[str, dict[str, Any]]:
-        """The acknowledged fields of `keys` (those present)."""
+        """The acknowledged fields of `keys` (those present), with their update count as "$seq"."""
         out: dict[str, dict[str, Any]] = {}
         for start in range(0, len(keys), 500):  # stays under SQLite's bound-variable limit
             part = keys[start : start + 500]
             marks = ",".join("?" * len(part))
-            sql = f"SELECT key, doc FROM snapshot WHERE key IN ({marks})"
-            out.update((k, json.loads(d)) for k, d in self._query(sql, part))
+            sql = f"SELECT key, doc, seq FROM snapshot WHERE key IN ({marks})"
+            out.update((k, {**json.loads(d), SEQ: seq or 0}) for k, d, seq in self._query(sql, part))
         return out
 
-    def commit(self, rows: Iterable[tuple[str, bytes, str] | tuple[str, bytes, str, int]]) -> None:
-        """Record acknowledged rows (key, digest, doc[, raw hash]) atomically."""
-        values = ((r[0], r[1], r[2], key_hash(r[0]), r[3] if len(r) > 3 else None) for r in rows)
+    def commit(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Record acknowledged rows (key, digest, doc[, raw hash[, update count]]) atomically."""
+        values = (
+            (r[0], r[1], r[2], key_hash(r[0]), r[3] if len(r) > 3 else None, r[4] if len(r) > 4 else None)
+            for r in rows
+        )
         try:
             with self._transaction():
-                self._db.executemany("INSERT OR REPLACE INTO snapshot VALUES (?, ?, ?, ?, ?)", values)
+                self._db.executemany("INSERT OR REPLACE INTO snapshot VALUES (?, ?, ?, ?, ?, ?)", values)
         except sqlite3.Error as exc:
             raise StateError(_cannot(self.path, exc)) from None
 
@@ -279,7 +283,7 @@ def _migrate_1_to_2(db: sqlite3.Connection) -> None:
     # Format 2 adds the key hash and raw hash behind the fast index, and folds the key into the
     # digest; both are recomputed from the stored fields, so nothing acknowledged is lost.
     columns = {row[1] for row in db.execute("PRAGMA table_info(snapshot)")}
-    for column in ("key_hash", "raw"):
+    for column in ("key_hash", "raw", "seq"):
         if column not in columns:
             db.execute(f"ALTER TABLE snapshot ADD COLUMN {column} INTEGER")
     last = ""

@@ -183,3 +183,37 @@ def test_an_unreadable_state_file_is_a_message_not_a_traceback(tmp_path, write_s
         proc = cli(command, str(write_sync(url, "http://127.0.0.1:9")), home=home)
         _out, err = proc.communicate(timeout=60)
         assert proc.returncode == 2 and words in err and "Traceback" not in err, err
+
+
+def test_guarantee_add_operations_never_count_twice_when_an_answer_is_lost(tmp_path, write_sync) -> None:
+    from amp_sync.amplitude import RetryPolicy
+
+    url = users_db(tmp_path / "w.db", rows=3_000)
+    home = tmp_path / "home"
+    mappings = (("plan", "plan", "$set"), ("ltv", "lifetime_value", "$add"))
+    options = RunOptions(
+        concurrency=2, policy=RetryPolicy(attempts=30, base_delay=0, max_delay=0), sleep=lambda s: None
+    )
+    # Half of all requests are applied and then answered 500: the client must resend them.
+    with Sandbox(faults=Faults(ingest_then_500=0.5, seed=11), max_identifications=300) as sandbox:
+        config = load_config(write_sync(url, sandbox.url, mappings=mappings))
+        report = run(config, home, options)
+        assert (report.sent, report.failed) == (3_000, 0)
+        lost_answers = [r for r in sandbox.store.requests() if r.get("fault") == "ingest_then_500"]
+        assert len(lost_answers) >= 3
+        assert {p["user_id"]: p["user_properties"] for p in sandbox.store.profiles()} == expected_profiles(
+            3_000
+        )
+
+        db = sqlite3.connect(tmp_path / "w.db")
+        db.execute("update users set ltv = ltv + 5 where ltv % 3 = 0")
+        db.commit()
+        db.close()
+        report = run(config, home, options)
+        assert (report.plan.changed, report.failed) == (1_000, 0)
+        expected = {
+            k: {**v, "lifetime_value": v["lifetime_value"] + (5 if v["lifetime_value"] % 3 == 0 else 0)}
+            for k, v in expected_profiles(3_000).items()
+        }
+        assert {p["user_id"]: p["user_properties"] for p in sandbox.store.profiles()} == expected
+        assert any(r["path"] == "/2/httpapi" for r in sandbox.store.requests())

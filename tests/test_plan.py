@@ -149,7 +149,7 @@ def test_a_duplicate_in_later_chunks_rejects_the_earlier_row_too() -> None:
 
 def _pending(n: int, size: int = 10) -> list[Pending]:
     return [
-        Pending(f"user{i:05d}", b'{"user_id":"%05d","p":"%s"}' % (i, b"x" * size), "{}", b"", 1)
+        Pending(f"user{i:05d}", b'{"user_id":"%05d","p":"%s"}' % (i, b"x" * size), "{}", b"", 1, 1)
         for i in range(n)
     ]
 
@@ -187,7 +187,7 @@ def test_one_users_devices_share_a_partition() -> None:
         assert spool.seal() == 150
         owner: dict[str, int] = {}
         for part in range(4):
-            for pending in spool.partition(part):
+            for pending in spool.partition(part, "identify"):
                 user = json.loads(pending.item)["user_id"]
                 assert owner.setdefault(user, part) == part  # never two senders for one user
         assert len(owner) == 50 and len(set(owner.values())) == 4

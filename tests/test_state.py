@@ -16,7 +16,7 @@ def test_commit_and_read_back(tmp_path) -> None:
     store = StateStore.open(tmp_path, "s")
     store.commit([("alice", b"1" * 16, '{"plan":["$set","pro"]}'), ("bobby", b"2" * 16, "{}")])
     assert store.digests() == {"alice": b"1" * 16, "bobby": b"2" * 16}
-    assert store.docs(["alice", "nobody"]) == {"alice": {"plan": ["$set", "pro"]}}
+    assert store.docs(["alice", "nobody"]) == {"alice": {"plan": ["$set", "pro"], "$seq": 0}}
     store.close()
     reader = StateStore.open_read_only(tmp_path, "s")
     assert reader is not None and len(reader.index()) == 2
@@ -125,7 +125,7 @@ def test_a_format_1_state_file_is_migrated_and_keeps_what_was_acknowledged(tmp_p
     assert len(index) == 30_000
     pos = index.find(np.array([key_hash("user-00042")]))[0]
     assert index.digests[pos] == digest("user-00042", canonical(doc))
-    assert store.docs(["user-00042"]) == {"user-00042": doc}
+    assert store.docs(["user-00042"]) == {"user-00042": {**doc, "$seq": 0}}
     store.close()
     reader = StateStore.open_read_only(tmp_path, "old")
     assert reader is not None and len(reader.index()) == 30_000
