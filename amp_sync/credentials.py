@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import requests
 
+from amp_sync.amplitude import region_hint, tls_failure
 from amp_sync.config import Destination
 from amp_sync.secret import Secret
 
@@ -26,8 +28,8 @@ def check_keys(destination: Destination, timeout: float = 15.0) -> KeyCheck:
         return _check_api_key(destination, timeout)
     except requests.Timeout:
         return KeyCheck(False, f"{_where(destination)} did not answer within {timeout:g} s")
-    except requests.exceptions.SSLError:
-        return KeyCheck(False, f"the TLS handshake with {_where(destination)} failed (proxy or certificate?)")
+    except requests.exceptions.SSLError as exc:
+        return KeyCheck(False, tls_failure(_where(destination), exc))
     except requests.ConnectionError:
         return KeyCheck(False, f"cannot reach {_where(destination)}: check the endpoint and your network")
 
@@ -36,7 +38,7 @@ def _check_pair(destination: Destination, secret: Secret, timeout: float) -> Key
     # Dashboard REST: GET /api/2/events/list is read-only (shared/amplitude-api.md §6).
     url = f"{destination.rest_url}/api/2/events/list"
     resp = requests.get(url, auth=(destination.api_key.reveal(), secret.reveal()), timeout=timeout)
-    if resp.status_code == 200:
+    if resp.status_code == 200 and _is_json_object(resp.text):
         return KeyCheck(True, f"ok: the API key and secret key of {destination.name!r} are valid")
     if resp.status_code in (401, 403):
         return KeyCheck(
@@ -44,7 +46,7 @@ def _check_pair(destination: Destination, secret: Secret, timeout: float) -> Key
             "the API key and secret key were refused: check both keys, and that the project "
             f"is in the {destination.region.upper()} region (keys work in their own region only)",
         )
-    return KeyCheck(False, f"{_where(destination)} answered HTTP {resp.status_code}; try again later")
+    return _unexpected(destination, resp)
 
 
 def _check_api_key(destination: Destination, timeout: float) -> KeyCheck:
@@ -56,17 +58,36 @@ def _check_api_key(destination: Destination, timeout: float) -> KeyCheck:
     if "invalid api key" in text or "invalid_api_key" in text:
         return KeyCheck(
             False,
-            "Amplitude refused the API key: check that it is the project's API key and that "
-            f"the project is in the {destination.region.upper()} region "
-            '(EU keys only work with region = "eu")',
+            "Amplitude refused the API key: check that it is the project's API key (not the secret "
+            f"key) and {region_hint(destination.region)}",
         )
-    if resp.status_code in (200, 400):
+    # Amplitude answers this request in JSON; anything else is not Amplitude (a proxy, a web page).
+    if resp.status_code in (200, 400) and _is_json_object(resp.text):
         return KeyCheck(
             True,
             f"ok: Amplitude accepts the API key of {destination.name!r} "
             "(add the secret key to check both keys)",
         )
-    return KeyCheck(False, f"{_where(destination)} answered HTTP {resp.status_code}; try again later")
+    return _unexpected(destination, resp)
+
+
+def _unexpected(destination: Destination, resp: requests.Response) -> KeyCheck:
+    where, status = _where(destination), resp.status_code
+    if status >= 500 or status == 429:
+        return KeyCheck(False, f"{where} answered HTTP {status}; try again later")
+    what = "" if _is_json_object(resp.text) else " with a body that is not Amplitude's JSON"
+    return KeyCheck(
+        False,
+        f"{where} answered HTTP {status}{what}: check that the endpoint is Amplitude's "
+        "(or the sandbox's) base URL",
+    )
+
+
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
 
 
 def _where(destination: Destination) -> str:

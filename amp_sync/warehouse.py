@@ -158,6 +158,9 @@ def _make_read_only(conn: Connection) -> None:
         conn.exec_driver_sql("SET TRANSACTION READ ONLY")
     elif dialect == "sqlite":
         conn.exec_driver_sql("PRAGMA query_only = ON")
+    elif dialect == "duckdb":
+        # DuckDB draws a progress bar on stdout for queries over 2 s: it would corrupt --json.
+        conn.exec_driver_sql("SET enable_progress_bar = false")
 
 
 @contextmanager
@@ -173,7 +176,9 @@ def _errors(url: str) -> Iterator[None]:
 
 def _words(exc: DBAPIError, url: str) -> str:
     text = str(exc.orig).strip() or type(exc.orig).__name__
-    first = text.splitlines()[0] if exc.connection_invalidated else "\n".join(text.splitlines()[:3])
+    # One line, as the CLI promises: DuckDB and PostgreSQL add "LINE 1: ..." and a caret line.
+    lines = [line.strip() for line in text.splitlines() if line.strip().strip("^")] or [text]
+    first = lines[0] if exc.connection_invalidated else " — ".join(lines[:2])
     if isinstance(exc, sa.exc.OperationalError) and _is_connect_error(text):
         return f"cannot connect to the warehouse at {describe_url(url)}: {first}"
     return f"the warehouse refused the model: {first}"

@@ -132,7 +132,9 @@ def render_delete(ws: Workspace, name: str) -> None:
 
 st.title("Destinations")
 st.caption("The Amplitude projects your syncs send to. Keys stay on this machine, in an owner-only file.")
-ws = ui.workspace()
+ws = ui.attempt(ui.workspace)
+if ws is None:
+    st.stop()
 if "dest_next" in st.session_state:
     load_form(st.session_state.pop("dest_next"))
 elif st.session_state.get("dest_editing") and "dest_name" not in st.session_state:

@@ -119,8 +119,10 @@ def _delete(name: str) -> None:
 
 st.title("Models")
 st.caption("A model is one SELECT query: each row becomes one Amplitude user or device in a sync.")
-ws = ui.workspace()
-warehouses = ws.names(Warehouse)
+ws = ui.attempt(ui.workspace)
+warehouses = ui.attempt(lambda: ws.names(Warehouse)) if ws else None
+if ws is None or warehouses is None:
+    st.stop()
 if not warehouses:
     st.info("Add a warehouse first: models run against one.")
     st.page_link(ui.WAREHOUSES, label="Go to Warehouses", icon="🗄️")

@@ -18,6 +18,10 @@ EVENTS_NOTE = (
     "past events never change, and a user who never sends another event never shows the new "
     "value in charts."
 )
+EMPTY_MODEL = (
+    "The model returned no rows, so there is nothing to send. If that is unexpected, check its "
+    "SQL (a WHERE clause that matches nothing?) on the Models page."
+)
 
 
 def choose_sync(names: list[str]) -> str:
@@ -74,6 +78,8 @@ def show_counts(report: Report) -> None:
         f"Read {plan.rows_read:,} rows in {views.duration(report.seconds)}. "
         f"A run sends {plan.to_send:,} users (new and changed)."
     )
+    if plan.rows_read == 0:
+        st.warning(EMPTY_MODEL)
     st.info(EVENTS_NOTE, icon="ℹ️")
 
 
@@ -94,7 +100,8 @@ def show_changes(report: Report) -> str:
     st.subheader("What changes, field by field")
     rows = views.change_rows(report.plan.sample)
     if not rows:
-        st.caption("No field changes: Amplitude already has every value.")
+        why = "Amplitude already has every value" if report.plan.rows_read else "the model returned no rows"
+        st.caption(f"No field changes: {why}.")
         return ""
     text = st.text_input("Filter by key or property", key="preview_filter", placeholder="u_000123 or plan")
     shown = views.filter_rows(rows, text)

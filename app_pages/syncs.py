@@ -263,8 +263,11 @@ def _saved_actions(name: str) -> None:
 
 st.title("Syncs")
 st.caption("A sync sends a model's rows to Amplitude as user or device properties, only what changed.")
-ws = ui.workspace()
-models, syncs, destinations = ws.names(SavedModel), ws.names(SavedSync), ws.names(Destination)
+ws = ui.attempt(ui.workspace)
+names = ui.attempt(lambda: [ws.names(k) for k in (SavedModel, SavedSync, Destination)]) if ws else None
+if ws is None or names is None:
+    st.stop()
+models, syncs, destinations = names
 _apply_pending(syncs, models, destinations)
 if flash := state.pop("sync_flash", None):
     st.success(flash)

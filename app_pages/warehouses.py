@@ -154,7 +154,9 @@ def render_browser(warehouses: list[Warehouse]) -> None:
 
 st.title("Warehouses")
 st.caption("Where your models read from: any SQLAlchemy URL. Models only ever read.")
-ws = ui.workspace()
+ws = ui.attempt(ui.workspace)
+if ws is None:
+    st.stop()
 if "wh_next" in st.session_state:
     load_form(st.session_state.pop("wh_next"))
 elif st.session_state.get("wh_editing") and "wh_name" not in st.session_state:
