@@ -129,8 +129,8 @@ def _run(args: argparse.Namespace) -> int:
         line.close()
     _print_report(report, config, args.json)
     if report.failed:
-        reasons = "; ".join(f"{n} rows: {r}" for r, n in report.failure_reasons.items())
-        print(f"amp-sync: {report.failed} rows were not delivered ({reasons or 'stopped'}); "
+        reasons = "; ".join(f"{_rows(n, verb=False)}: {r}" for r, n in report.failure_reasons.items())
+        print(f"amp-sync: {_rows(report.failed)} not delivered ({reasons or 'stopped'}); "
               "run again to retry them", file=sys.stderr)  # fmt: skip
         return EXIT_FAILED
     return EXIT_OK
@@ -191,13 +191,27 @@ def _print_report(report: Report, config: SyncConfig, as_json: bool) -> None:
     _print_rejections(report, sys.stdout)
 
 
+def _rows(n: int, verb: bool = True) -> str:
+    words = f"{n:,} row" if n == 1 else f"{n:,} rows"
+    return f"{words} {'was' if n == 1 else 'were'}" if verb else words
+
+
+def _shown_key(key: str) -> str:
+    """A key as a terminal line can show it: blank ones quoted, long ones cut."""
+    if not key:
+        return "(no id)"
+    if not key.strip():
+        return repr(key)
+    return key if len(key) <= 80 else f"{key[:77]}…"
+
+
 def _print_rejections(report: Report, out: TextIO, limit: int = 20) -> None:
     rejections = report.rejections
     if not rejections:
         return
     print(f"  rejected rows ({len(rejections):,}), never sent:", file=out)
     for r in rejections[:limit]:
-        print(f"    {r.key or '(no id)'}: {r.reason}", file=out)
+        print(f"    {_shown_key(r.key)}: {r.reason}", file=out)
     if len(rejections) > limit:
         print(f"    ... and {len(rejections) - limit:,} more (use --json for all)", file=out)
 

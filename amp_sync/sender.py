@@ -132,7 +132,7 @@ class Sender:
             self._note(f"Amplitude refused the row: {answer.detail}", len(bad))
             rest = [p for i, p in enumerate(part) if i not in bad]
             return [rest] if rest else []
-        self._note(_reason(answer), len(part))
+        self._note(_reason(answer, self.policy.attempts), len(part))
         return []
 
     def _acknowledged(self, part: list[Pending]) -> None:
@@ -148,9 +148,10 @@ class Sender:
             self.delivery.reasons[reason] = self.delivery.reasons.get(reason, 0) + rows
 
 
-def _reason(answer: Answer) -> str:
+def _reason(answer: Answer, attempts: int) -> str:
     if answer.outcome is Outcome.RETRY:
-        return f"gave up after retries: {answer.detail}"
+        tries = "1 try" if attempts == 1 else f"{attempts} tries"
+        return f"gave up after {tries}: {answer.detail}"
     if answer.outcome is Outcome.SPLIT:
         return "a single row is larger than Amplitude's request limit"
     return answer.detail

@@ -250,7 +250,10 @@ def run_lock(home: Path, sync_name: str) -> Iterator[None]:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
     except OSError as exc:
-        raise StateError(_cannot(path, exc)) from None
+        raise StateError(
+            f"cannot keep the sync's state under {home}: {exc.strerror or exc}. "
+            "Point AMP_SYNC_HOME at a folder you can write to"
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -160,6 +160,9 @@ def result_summary(report: Report) -> tuple[str, str]:
         return "warning", (
             f"{sent}; {report.failed:,} rows were not delivered. They go out on the next run: start it again."
         )
+    p = report.plan
+    if not (p.rows_read or p.to_send or p.unchanged or p.rejected):
+        return "success", "The model returned no rows, so there was nothing to send."
     if report.plan.to_send == 0:
         return "success", "Nothing to send: Amplitude already has every value."
     return "success", f"{sent}. Amplitude has every new and changed value."

@@ -314,7 +314,10 @@ class Row:
         return {"name": self.case, **kept}
 
     def cli_line(self) -> str:
-        return f"    {self.user_id or '(no id)'}: {self.reason}"
+        # The terminal shows blank keys quoted and cuts long ones, so every line stays readable.
+        from amp_sync.cli import _shown_key
+
+        return f"    {_shown_key(self.user_id or '')}: {self.reason}"
 
     def page_row(self) -> tuple[str, str | None]:
         return (self.user_id or "(missing)", self.reason)
@@ -600,28 +603,28 @@ DESTINATIONS = [
     pytest.param(
         lambda sb, folder, stack: closed_port(), SANDBOX_API_KEY, "us",
         "cannot reach {url}: check the endpoint and your network",
-        1, "2 rows were not delivered (2 rows: gave up after retries: could not reach {url}); "
+        1, "2 rows were not delivered (2 rows: gave up after 1 try: could not reach {url}); "
         "run again to retry them",
         id="unreachable-endpoint",
     ),
     pytest.param(
         lambda sb, folder, stack: sb.url.replace("http://", "https://"), SANDBOX_API_KEY, "us",
         f"the TLS handshake with {{url}} failed: {TLS_PLAIN}",
-        1, "2 rows were not delivered (2 rows: gave up after retries: the TLS handshake with {url} failed: "
+        1, "2 rows were not delivered (2 rows: gave up after 1 try: the TLS handshake with {url} failed: "
         f"{TLS_PLAIN}); run again to retry them",
         id="tls-to-a-plain-http-port",
     ),
     pytest.param(
         _self_signed, SANDBOX_API_KEY, "us",
         f"the TLS handshake with {{url}} failed: {TLS_CERT}",
-        1, "2 rows were not delivered (2 rows: gave up after retries: the TLS handshake with {url} failed: "
+        1, "2 rows were not delivered (2 rows: gave up after 1 try: the TLS handshake with {url} failed: "
         f"{TLS_CERT}); run again to retry them",
         id="tls-self-signed-certificate",
     ),
     pytest.param(
         answering(500, HTML_500), SANDBOX_API_KEY, "us",
         "{url} answered HTTP 500; try again later",
-        1, "2 rows were not delivered (2 rows: gave up after retries: server error 500); "
+        1, "2 rows were not delivered (2 rows: gave up after 1 try: server error 500); "
         "run again to retry them",
         id="html-500-answer",
     ),
@@ -748,11 +751,10 @@ def test_an_unusable_home_folder_is_said_in_words(
     path = Spec(sqlite_warehouse.url, app_env.sandbox.url).write(tmp_path)
 
     assert cli("preview", path)[0] == 0  # a preview writes nothing, so it works
-    lock = home / "state" / f"{SYNC}.lock"
     assert cli("run", path) == (
         2, "",
-        f"amp-sync: cannot use the state file {lock}: [Errno 20] Not a directory: '{lock.parent}'. "
-        "Check that AMP_SYNC_HOME points to a writable folder and that the file is an amp_sync state file\n",
+        f"amp-sync: cannot keep the sync's state under {home}: Not a directory. "
+        "Point AMP_SYNC_HOME at a folder you can write to\n",
     )  # fmt: skip
     assert app_env.sandbox.store.requests() == []
 

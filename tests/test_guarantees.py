@@ -104,7 +104,7 @@ def test_guarantee_endpoint_down_for_good_fails_loudly_and_next_run_sends(tmp_pa
     proc = cli("run", str(down), "--attempts", "2", home=home)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1
-    assert "amp-sync: 1500 rows were not delivered" in err and "run again to retry them" in err
+    assert "amp-sync: 1,500 rows were not delivered" in err and "run again to retry them" in err
     assert "Traceback" not in err
     with Sandbox() as sandbox:
         up = write_sync(url, sandbox.url, filename="up.toml")

@@ -138,7 +138,7 @@ def test_rows_that_failed_are_sent_on_the_next_run(sqlite_warehouse, sandbox, ho
     config = load_config(down)
     report = run(config, home, RunOptions(concurrency=2, sleep=lambda s: None))
     assert (report.sent, report.failed) == (0, 3)
-    assert "gave up after retries" in next(iter(report.failure_reasons))
+    assert "gave up after 8 tries" in next(iter(report.failure_reasons))
 
     path = write_sync(sqlite_warehouse.url, sandbox.url)
     code, again, _ = cli(capsys, "run", str(path), "--json")
