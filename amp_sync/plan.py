@@ -19,7 +19,7 @@ from amp_sync.config import Operation, SyncConfig, SyncObject
 from amp_sync.snapshot import SnapshotIndex, digest, key_hash, raw_hash
 from amp_sync.spool import Spool
 from amp_sync.state import SEQ
-from amp_sync.values import Invalid, JsonValue, plain_id, to_id, to_json
+from amp_sync.values import MAX_STRING, Invalid, JsonValue, plain_id, to_id, to_json
 
 # A device row's user id is kept in the snapshot under a name no property can take.
 USER_LINK = "$user_id"
@@ -83,9 +83,13 @@ class Plan:
         return self.new + self.changed
 
 
+# One encoder for every row: json.dumps with options builds a new one on each call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical(doc: Doc) -> str:
     """The one text form of a row's fields, used for hashing and storage."""
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(doc)
 
 
 def partition_of(identity: str, partitions: int) -> int:
@@ -127,9 +131,13 @@ class RowShaper:
         """The row's mapped fields as JSON, or the first reason one cannot be sent."""
         doc: Doc = {}
         for at, prop, op in self.fields:
-            value = to_json(row[at])
-            if isinstance(value, Invalid):
-                return Invalid(f"{prop}: {value.reason}")
+            value = row[at]
+            kind = type(value)
+            # Most values are already JSON: skip the general converter for them.
+            if (kind is str and len(value) > MAX_STRING) or kind not in _PLAIN:
+                value = to_json(value)
+                if isinstance(value, Invalid):
+                    return Invalid(f"{prop}: {value.reason}")
             doc[prop] = [op, value]
         if self.user_at is not None and row[self.user_at] is not None:
             uid = to_id(row[self.user_at], "user id")
@@ -137,6 +145,30 @@ class RowShaper:
                 return uid
             doc[USER_LINK] = ["$user", uid]
         return doc
+
+
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
+def new_item(obj: SyncObject, key: str, new: Doc) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The request item and changed properties of a key Amplitude has never acknowledged.
+
+    The same as identification(field_changes(key, None, new)) without building a FieldChange per
+    property: a full backfill makes one of these per row.
+    """
+    item: dict[str, Any] = {"user_id": key} if obj is SyncObject.USER else {"device_id": key}
+    props: dict[str, dict[str, Any]] = {}
+    changed = []
+    for prop, (op, value) in new.items():
+        if value is None:
+            continue
+        changed.append(prop)
+        if prop == USER_LINK:
+            item["user_id"] = value
+        else:
+            props.setdefault(op, {})[prop] = value
+    item["user_properties"] = props
+    return item, tuple(changed)
 
 
 def field_changes(key: str, old: Doc | None, new: Doc) -> list[FieldChange]:
@@ -268,21 +300,27 @@ class Planner:
         if stored == fp:
             self._refreshed.append((raw, key))
             return Kind.UNCHANGED, 0
-        changes = field_changes(key, old, doc)
-        sig = self.signatures.setdefault(tuple(c.property for c in changes), len(self.signatures))
-        room = SAMPLE_LIMIT - len(self.plan.sample)
-        if room > 0 or self.spool is not None:
-            item = identification(self.config.sync.object, key, doc, changes)
-            if room > 0:
-                self.plan.sample += changes[:room]
-                self.plan.payloads[key] = item
-            if self.spool is not None:
-                acknowledged: Any = (old or {}).get(SEQ, 0)
-                seq = int(acknowledged) + 1
-                channel, wire = self._wire(key, item, seq)
-                part = partition_of(item.get("user_id") or key, self.partitions)
-                self.spool.add(key, part, wire, text, fp, raw, seq, channel)
+        item, signature = self._item(key, doc, old)
+        if self.spool is not None:
+            acknowledged: Any = (old or {}).get(SEQ, 0)
+            seq = int(acknowledged) + 1
+            channel, wire = self._wire(key, item, seq)
+            part = partition_of(item.get("user_id") or key, self.partitions)
+            self.spool.add(key, part, wire, text, fp, raw, seq, channel)
+        sig = self.signatures.setdefault(signature, len(self.signatures))
         return (Kind.NEW if old is None else Kind.CHANGED), sig
+
+    def _item(self, key: str, doc: Doc, old: Doc | None) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """The request item and the changed properties; the first rows also fill the sample."""
+        room = SAMPLE_LIMIT - len(self.plan.sample)
+        if old is None and room <= 0:  # a new key past the sample: the short way
+            return new_item(self.config.sync.object, key, doc)
+        changes = field_changes(key, old, doc)
+        item = identification(self.config.sync.object, key, doc, changes)
+        if room > 0:
+            self.plan.sample += changes[:room]
+            self.plan.payloads[key] = item
+        return item, tuple(c.property for c in changes)
 
     def _wire(self, key: str, item: dict[str, Any], seq: int) -> tuple[str, dict[str, Any]]:
         """The channel and request item: accumulating operations go as de-duplicated events."""

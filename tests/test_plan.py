@@ -191,3 +191,14 @@ def test_one_users_devices_share_a_partition() -> None:
                 user = json.loads(pending.item)["user_id"]
                 assert owner.setdefault(user, part) == part  # never two senders for one user
         assert len(owner) == 50 and len(set(owner.values())) == 4
+
+
+@given(docs, st.sampled_from(["user", "device"]))
+def test_the_short_way_for_new_keys_matches_the_field_diff(doc, object_) -> None:
+    from amp_sync.plan import new_item
+
+    obj = config(object_).sync.object
+    item, changed = new_item(obj, "key-00001", doc)
+    changes = field_changes("key-00001", None, doc)
+    assert item == identification(obj, "key-00001", doc, changes)
+    assert changed == tuple(c.property for c in changes)
