@@ -798,9 +798,25 @@ def _is_object_list(value: object) -> bool:
 
 
 def _form(body: bytes) -> dict[str, str]:
-    """The first value of each form field."""
+    """The first value of each form field, url-encoded or multipart (Amplitude takes both)."""
+    if body.startswith(b"--"):
+        return _multipart(body)
     fields = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
     return {name: values[0] for name, values in fields.items()}
+
+
+def _multipart(body: bytes) -> dict[str, str]:
+    boundary = body.split(b"\r\n", 1)[0]
+    fields: dict[str, str] = {}
+    for part in body.split(boundary)[1:]:
+        if part.startswith(b"--"):  # the closing boundary
+            break
+        head, _, value = part.partition(b"\r\n\r\n")
+        name = re.search(rb'name="([^"]*)"', head)
+        if name:
+            text = value[:-2] if value.endswith(b"\r\n") else value
+            fields.setdefault(name[1].decode("utf-8", "replace"), text.decode("utf-8", errors="replace"))
+    return fields
 
 
 def _identifications(text: str | None) -> list[JSON] | None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs
+
+from amp_sync.sandbox import _form  # the sandbox's own form reader: url-encoded or multipart
 
 DROP = "drop"  # close the connection without answering
 
@@ -29,7 +30,7 @@ def serve(scripted: Scripted) -> tuple[ThreadingHTTPServer, str]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            form = parse_qs(body.decode("ascii"))
+            form = {k: [v] for k, v in _form(body).items()}
             with scripted.lock:
                 scripted.received.append({"path": self.path, "form": form, "size": len(body)})
             answer = scripted.next_answer()

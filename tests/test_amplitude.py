@@ -57,19 +57,32 @@ def test_classify_names_the_rejected_items_and_never_echoes_a_key() -> None:
     assert KEY not in classify(400, json.dumps({"error": f"Invalid API key: {KEY}"})).detail
 
 
-def test_body_is_form_encoded_with_a_json_array() -> None:
-    items = [
-        b'{"user_id":"alice1","user_properties":{"$set":{"x":"a&b=c"}}}',
-        b'{"user_id":"bobby"}',
-    ]
+def test_body_is_form_data_with_a_json_array() -> None:
+    from email.parser import BytesParser
+
+    from amp_sync.amplitude import body_content_type
+
+    items = [b'{"user_id":"alice1","user_properties":{"$set":{"x":"a&b=c \\u00e9"}}}', b'{"user_id":"bobby"}']
     body = encode_body(Secret(KEY), items)
+    # Read it back as any standard multipart parser would.
+    head = b"Content-Type: " + body_content_type(body).encode() + b"\r\n\r\n"
+    parts = BytesParser().parsebytes(head + body).get_payload()
+    form = {p.get_param("name", header="content-disposition"): p.get_payload(decode=True) for p in parts}
+    assert form["api_key"] == KEY.encode()
+    assert json.loads(form["identification"]) == [json.loads(i) for i in items]
+    overhead = len(encode_body(Secret(KEY), []))
+    assert len(body) == overhead + sum(encoded_size(i) for i in items) - 1
+
+
+def test_a_value_holding_the_boundary_falls_back_to_url_encoding() -> None:
     from urllib.parse import parse_qs
 
-    form = parse_qs(body.decode("ascii"))
-    assert form["api_key"] == [KEY]
-    assert json.loads(form["identification"][0]) == [json.loads(i) for i in items]
-    overhead = len(encode_body(Secret(KEY), []))
-    assert len(body) == overhead + sum(encoded_size(i) for i in items) - 3
+    from amp_sync.amplitude import BOUNDARY, body_content_type
+
+    item = b'{"user_id":"alice1","user_properties":{"$set":{"x":"' + BOUNDARY + b'"}}}'
+    body = encode_body(Secret(KEY), [item])
+    assert body_content_type(body) == "application/x-www-form-urlencoded"
+    assert json.loads(parse_qs(body.decode())["identification"][0]) == [json.loads(item)]
 
 
 @pytest.mark.parametrize("attempt", range(1, 12))
