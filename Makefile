@@ -6,7 +6,7 @@ SANDBOX_PORT ?= 8766
 APP_PORT ?= 8501
 STAMP := $(VENV)/.installed
 
-.PHONY: run test screenshots sandbox demo clean
+.PHONY: run test screenshots sandbox demo clean bench
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ test: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 	$(PY) -m pytest
+
+# Figures, not pass/fail: see bench/README.md. Options: make bench BENCH_ARGS="--quick --reps 1".
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -r requirements-bench.txt
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 # The browser journeys save screenshots under tests/artifacts; the README shows these copies.
 screenshots: $(STAMP)
