@@ -344,8 +344,12 @@ class Planner:
         hashes = np.concatenate(self._hashes) if self._hashes else np.empty(0, dtype=np.int64)
         kinds = np.concatenate(self._kinds) if self._kinds else np.empty(0, dtype=np.int8)
         sigs = np.concatenate(self._sigs) if self._sigs else np.empty(0, dtype=np.int32)
-        unique, counts = np.unique(hashes, return_counts=True)
-        repeated = self._repeated_rows(hashes, unique[counts > 1])
+        ordered = np.sort(hashes)
+        same = ordered[1:] == ordered[:-1]
+        twice = np.unique(ordered[1:][same])
+        unique = ordered[np.concatenate(([True], ~same))] if len(ordered) else ordered
+        del ordered, same
+        repeated = self._repeated_rows(hashes, twice)
         self._reject_repeats(repeated)
         keep = np.ones(len(hashes), dtype=bool)
         keep[list(repeated)] = False

@@ -68,9 +68,12 @@ class SnapshotIndex:
 
     @classmethod
     def from_parts(cls, hashes: np.ndarray, raws: np.ndarray, digests: np.ndarray) -> SnapshotIndex:
-        """From unsorted arrays (as read from the store in pieces)."""
+        """From unsorted arrays (as read from the store in pieces), reordered one at a time."""
         order = np.argsort(hashes, kind="stable")
-        return cls(hashes[order], raws[order], digests[order])
+        hashes = hashes[order]  # each reassignment frees the unsorted array before the next copy
+        raws = raws[order]
+        digests = digests[order]
+        return cls(hashes, raws, digests)
 
     def __len__(self) -> int:
         return len(self.hashes)
@@ -84,5 +87,9 @@ class SnapshotIndex:
         return np.where(self.hashes[clipped] == hashes, clipped, -1)
 
     def missing_from(self, seen: np.ndarray) -> int:
-        """How many indexed keys are not among the `seen` key hashes."""
-        return int(np.count_nonzero(~np.isin(self.hashes, seen)))
+        """How many indexed keys are not among the `seen` key hashes (sorted, unique)."""
+        if len(seen) == 0:
+            return len(self.hashes)
+        # Both sides are sorted: a binary search per key needs no temporary copies of either.
+        pos = np.minimum(np.searchsorted(seen, self.hashes), len(seen) - 1)
+        return int(np.count_nonzero(seen[pos] != self.hashes))

@@ -202,3 +202,12 @@ def test_the_short_way_for_new_keys_matches_the_field_diff(doc, object_) -> None
     changes = field_changes("key-00001", None, doc)
     assert item == identification(obj, "key-00001", doc, changes)
     assert changed == tuple(c.property for c in changes)
+
+
+@given(st.lists(st.integers(-50, 50)), st.lists(st.integers(-50, 50)))
+def test_removed_counts_the_indexed_keys_a_run_did_not_see(indexed, seen) -> None:
+    import numpy as np
+
+    index = SnapshotIndex.build((h, None, b"d" * 16) for h in indexed)
+    expected = sum(1 for h in indexed if h not in set(seen))
+    assert index.missing_from(np.unique(np.array(seen, dtype=np.int64))) == expected
