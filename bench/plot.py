@@ -40,7 +40,7 @@ def _backfill(results: Results, ax: Axes) -> None:
         value = rate(b.rows, seconds)
         ax.bar(x, value, color=colour, label=name)
         ax.scatter([x] * len(seconds), [b.rows / s for s in seconds], color="black", s=12, zorder=3)
-        ax.annotate(f"{value:,.0f}", (x, value), ha="center", va="bottom")
+        _label(ax, x, value, f"{value:,.0f}")
     ax.set_xticks(range(len(series)), [name for name, _, _ in series])
     ax.set_ylabel("rows/s, median; dots: repetitions (higher is better)")
     ax.set_title(f"(a) full backfill of {b.rows:,} users ({b.backend})")
@@ -59,9 +59,15 @@ def _incremental(results: Results, ax: Axes) -> None:
                   label=f"target: {RATIO_TARGET:g}× read" if first else None)  # fmt: skip
         ax.scatter([x + w / 2] * len(i.run_seconds), i.run_seconds, color="black", s=12, zorder=3)
         ax.scatter([x - w / 2] * len(i.read_seconds), i.read_seconds, color="black", s=12, zorder=3)
-        ax.annotate(f"{run / read:.2f}×", (x + w / 2, run), ha="center", va="bottom")
+        _label(ax, x + w / 2, run, f"{run / read:.2f}×")
     ax.set_xticks(range(len(done)), [f"{i.backend}\n{i.rows:,} rows" for i in done])
     ax.set_ylabel("seconds, median; dots: repetitions (lower is better)")
     ax.set_title("(b) incremental run, 1% of rows changed")
     ax.margins(y=0.15)  # room above the bars for the ratios
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=3, frameon=False)
+
+
+def _label(ax: Axes, x: float, top: float, text: str) -> None:
+    """`text` inside the top of the bar at `x`, clear of the repetition dots around the top."""
+    ax.annotate(text, (x, top), xytext=(0, -16), textcoords="offset points", ha="center",
+                color="white", fontweight="bold")  # fmt: skip
