@@ -112,3 +112,40 @@ def run_with_progress(work: Callable[[Callable[[Any], None]], T], render: Callab
     if latest[0] is not None:
         render(latest[0])
     return outcome["value"]  # type: ignore[no-any-return]
+
+
+def ask_delete(prefix: str, name: str | None) -> None:
+    """Ask (or stop asking, with None) to confirm deleting the saved object `name`."""
+    st.session_state[f"{prefix}_confirm_delete"] = name
+
+
+def _delete(ws: Workspace, kind: type, name: str, prefix: str, on_deleted: Callable[[str], None]) -> None:
+    st.session_state[f"{prefix}_confirm_delete"] = None
+    try:
+        ws.delete(kind, name)
+    except AmpSyncError as exc:
+        st.session_state[f"{prefix}_delete_error"] = (name, exc)
+        return
+    st.session_state[f"{prefix}_deleted"] = name
+    on_deleted(name)
+
+
+def confirm_delete(
+    ws: Workspace, kind: type, name: str, label: str, prefix: str, on_deleted: Callable[[str], None]
+) -> None:
+    """Under a saved object: why its last delete was refused, or the Delete it / Keep it question.
+
+    Widget and state keys start with `prefix`, so each page owns its own.
+    """
+    failed = st.session_state.get(f"{prefix}_delete_error")
+    if failed and failed[0] == name:
+        show_error(st.session_state.pop(f"{prefix}_delete_error")[1])
+    if st.session_state.get(f"{prefix}_confirm_delete") != name:
+        return
+    st.warning(f"Delete the {label} “{name}”? This cannot be undone.")
+    yes, no = st.columns(2)
+    yes.button(
+        "Delete it", key=f"{prefix}_delete_confirm", type="primary",
+        on_click=_delete, args=(ws, kind, name, prefix, on_deleted),
+    )  # fmt: skip
+    no.button("Keep it", key=f"{prefix}_delete_cancel", on_click=ask_delete, args=(prefix, None))

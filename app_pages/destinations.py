@@ -8,7 +8,6 @@ import ui
 from amp_sync.catalog import destination_from_form, widget_ids
 from amp_sync.config import Destination, Region
 from amp_sync.credentials import KeyCheck, check_keys
-from amp_sync.errors import AmpSyncError
 from amp_sync.workspace import Workspace
 
 REGIONS = [str(r) for r in Region]
@@ -43,18 +42,8 @@ def connect(ws: Workspace, editing: str | None) -> bool:
     return True
 
 
-def ask_delete(name: str | None) -> None:
-    st.session_state.dest_confirm_delete = name
-
-
-def delete(ws: Workspace, name: str) -> None:
-    st.session_state.dest_confirm_delete = None
-    try:
-        ws.delete(Destination, name)
-    except AmpSyncError as exc:
-        st.session_state.dest_delete_error = (name, exc)
-        return
-    st.session_state.dest_deleted = name
+def forget_if_editing(name: str) -> None:
+    """A deleted destination can no longer be the one in the form."""
     if st.session_state.get("dest_editing") == name:
         load_form(None)
 
@@ -110,24 +99,12 @@ def render_destination(ws: Workspace, d: Destination, wid: str) -> None:
         edit.button("Edit", key=f"dest_edit_{wid}", on_click=load_form, args=(d,), width="stretch")
         tested = test.button("Connect again", key=f"dest_test_{wid}", width="stretch")
         remove.button(
-            "Delete", key=f"dest_delete_{wid}", on_click=ask_delete, args=(d.name,), width="stretch"
+            "Delete", key=f"dest_delete_{wid}", on_click=ui.ask_delete, args=("dest", d.name), width="stretch"
         )
         if tested:
             with st.spinner("Checking the keys…"):
                 show_check(check_keys(d))
-        render_delete(ws, d.name)
-
-
-def render_delete(ws: Workspace, name: str) -> None:
-    failed = st.session_state.get("dest_delete_error")
-    if failed and failed[0] == name:
-        ui.show_error(st.session_state.pop("dest_delete_error")[1])
-    if st.session_state.get("dest_confirm_delete") != name:
-        return
-    st.warning(f"Delete the destination “{name}”? This cannot be undone.")
-    yes, no = st.columns(2)
-    yes.button("Delete it", key="dest_delete_confirm", type="primary", on_click=delete, args=(ws, name))
-    no.button("Keep it", key="dest_delete_cancel", on_click=ask_delete, args=(None,))
+        ui.confirm_delete(ws, Destination, d.name, "destination", "dest", forget_if_editing)
 
 
 st.title("Destinations")

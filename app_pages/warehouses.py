@@ -14,7 +14,6 @@ from amp_sync.catalog import (
     warehouse_from_form,
     widget_ids,
 )
-from amp_sync.errors import AmpSyncError
 from amp_sync.warehouse import describe_url
 from amp_sync.workspace import Warehouse, Workspace
 
@@ -44,18 +43,8 @@ def save(ws: Workspace, editing: str | None) -> bool:
     return True
 
 
-def ask_delete(name: str | None) -> None:
-    st.session_state.wh_confirm_delete = name
-
-
-def delete(ws: Workspace, name: str) -> None:
-    st.session_state.wh_confirm_delete = None
-    try:
-        ws.delete(Warehouse, name)
-    except AmpSyncError as exc:
-        st.session_state.wh_delete_error = (name, exc)
-        return
-    st.session_state.wh_deleted = name
+def forget_if_editing(name: str) -> None:
+    """A deleted warehouse can no longer be the one in the form."""
     if st.session_state.get("wh_editing") == name:
         load_form(None)
 
@@ -114,23 +103,13 @@ def render_warehouse(ws: Workspace, w: Warehouse, wid: str) -> None:
         edit, test, remove = st.columns(3)
         edit.button("Edit", key=f"wh_edit_{wid}", on_click=load_form, args=(w,), width="stretch")
         tested = test.button("Test connection", key=f"wh_test_{wid}", width="stretch")
-        remove.button("Delete", key=f"wh_delete_{wid}", on_click=ask_delete, args=(w.name,), width="stretch")
+        remove.button(
+            "Delete", key=f"wh_delete_{wid}", on_click=ui.ask_delete, args=("wh", w.name), width="stretch"
+        )
         if tested:
             with st.spinner("Connecting…"):
                 show_check(check_connection(w.url.reveal()))
-        render_delete(ws, w.name)
-
-
-def render_delete(ws: Workspace, name: str) -> None:
-    failed = st.session_state.get("wh_delete_error")
-    if failed and failed[0] == name:
-        ui.show_error(st.session_state.pop("wh_delete_error")[1])
-    if st.session_state.get("wh_confirm_delete") != name:
-        return
-    st.warning(f"Delete the warehouse “{name}”? This cannot be undone.")
-    yes, no = st.columns(2)
-    yes.button("Delete it", key="wh_delete_confirm", type="primary", on_click=delete, args=(ws, name))
-    no.button("Keep it", key="wh_delete_cancel", on_click=ask_delete, args=(None,))
+        ui.confirm_delete(ws, Warehouse, w.name, "warehouse", "wh", forget_if_editing)
 
 
 def render_browser(warehouses: list[Warehouse]) -> None:
