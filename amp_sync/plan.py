@@ -123,10 +123,6 @@ class RowShaper:
             return (raw_hash(layout, tuple(r)) for r in rows)  # the model is exactly the mapped columns
         return (raw_hash(layout, tuple(r[i] for i in needed)) for r in rows)
 
-    def key(self, row: Sequence[Any]) -> str | Invalid:
-        """The row's Amplitude id, or why it is unusable."""
-        return to_id(row[self.key_at], self.key_label)
-
     def doc(self, row: Sequence[Any]) -> Doc | Invalid:
         """The row's mapped fields as JSON, or the first reason one cannot be sent."""
         doc: Doc = {}
