@@ -122,10 +122,34 @@ def _summary(error: str) -> str:
 
 
 class Channel(StrEnum):
-    """How an update travels: the Identify API, or HTTP V2 `$identify` events."""
+    """How an item travels; a sender sends one partition's channels in this order."""
 
-    IDENTIFY = "identify"
-    EVENTS = "events"
+    IDENTIFY = "identify"  # Identify API: user and device properties
+    GROUPS = "groups"  # Group Identify API: group properties
+    EVENTS = "events"  # HTTP V2: $identify / $groupidentify events for accumulating operations
+    BATCH = "batch"  # Batch API: backfilled events
+    SYNTHETIC = "synthetic"  # HTTP V2: the "updated" event, once the profile is acknowledged
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a channel's requests go and how large one may be."""
+
+    path: str
+    form: bool  # form fields api_key + identification, or a JSON body of events
+    max_items: int
+    max_bytes: int
+
+
+# Identify's limits are not documented; Group Identify's (1,024 items, 1 MB) serve as safe bounds.
+# HTTP V2: < 2,000 events and < 1 MB; Batch: 2,000 events and 20 MB (shared/amplitude-api.md §0).
+ROUTES = {
+    Channel.IDENTIFY: Route("/identify", True, MAX_ITEMS, MAX_BYTES),
+    Channel.GROUPS: Route("/groupidentify", True, MAX_ITEMS, MAX_BYTES),
+    Channel.EVENTS: Route("/2/httpapi", False, MAX_ITEMS, MAX_BYTES),
+    Channel.BATCH: Route("/batch", False, 2000, 20_000_000),
+    Channel.SYNTHETIC: Route("/2/httpapi", False, MAX_ITEMS, MAX_BYTES),
+}
 
 
 # Operations that add to what is there. Resent after an answer that was lost (a 500 after
@@ -211,24 +235,28 @@ class IdentifyClient:
     channel: Channel = Channel.IDENTIFY
 
     @property
+    def route(self) -> Route:
+        """This client's endpoint and request limits."""
+        return ROUTES[self.channel]
+
+    @property
     def url(self) -> str:
-        """The Identify endpoint, or HTTP V2 for the events channel."""
-        path = "/identify" if self.channel is Channel.IDENTIFY else "/2/httpapi"
-        return f"{self.destination.ingest_url}{path}"
+        """The endpoint of this client's channel."""
+        return f"{self.destination.ingest_url}{self.route.path}"
 
     def encode(self, items: Sequence[bytes]) -> bytes:
         """The request body for `items` on this client's channel."""
-        encoder = encode_body if self.channel is Channel.IDENTIFY else encode_events
+        encoder = encode_body if self.route.form else encode_events
         return encoder(self.destination.api_key, items)
 
     def item_size(self, item: bytes) -> int:
         """Bytes one item adds to a body on this client's channel."""
-        return encoded_size(item) if self.channel is Channel.IDENTIFY else event_size(item)
+        return encoded_size(item) if self.route.form else event_size(item)
 
     def post(self, items: Sequence[bytes]) -> Answer:
         """Send one batch once; transport failures come back as RETRY answers."""
         body = self.encode(items)
-        form = self.channel is Channel.IDENTIFY
+        form = self.route.form
         headers = {"Content-Type": body_content_type(body) if form else "application/json"}
         self.requests_sent += 1
         try:

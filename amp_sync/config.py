@@ -27,6 +27,8 @@ class SyncObject(StrEnum):
 
     USER = "user"
     DEVICE = "device"
+    GROUP = "group"
+    EVENT = "event"
 
 
 class Operation(StrEnum):
@@ -46,7 +48,12 @@ class Operation(StrEnum):
 INGEST_HOSTS = {Region.US: "https://api2.amplitude.com", Region.EU: "https://api.eu.amplitude.com"}
 REST_HOSTS = {Region.US: "https://amplitude.com", Region.EU: "https://analytics.eu.amplitude.com"}
 
-BEHAVIORS = ("update_or_create",)
+# Profiles (users, devices, groups) are updated or created; events are only ever appended.
+UPDATE_OR_CREATE, INSERT = "update_or_create", "insert"
+BEHAVIORS = (UPDATE_OR_CREATE, INSERT)
+ID_TYPES = ("user", "device")
+# Operations the Group Identify API takes (shared/amplitude-api.md §4); $unset comes from nulls.
+GROUP_OPERATIONS = (Operation.SET, Operation.SET_ONCE, Operation.ADD, Operation.APPEND, Operation.PREPEND)
 SYNC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -97,6 +104,20 @@ class Mapping_:
 
 
 @dataclass(frozen=True, slots=True)
+class SyncOptions:
+    """The [sync] keys that only some objects take; each is None (or its default) elsewhere."""
+
+    group_type: str | None = None  # group syncs: the group type, a constant
+    id_type: str = "user"  # event syncs: the key column holds user ids or device ids
+    event_type: str | None = None  # event syncs: a constant event type ...
+    event_type_column: str | None = None  # ... or the column that holds it
+    time_column: str | None = None  # event syncs: when each event happened
+    insert_id_column: str | None = None  # event syncs: Amplitude's de-duplication key
+    skip_user_properties_sync: bool = True  # event syncs: leave current user properties alone
+    synthetic_event: str | None = None  # user and device syncs: one event per updated profile
+
+
+@dataclass(frozen=True, slots=True)
 class Sync:
     """How the model's rows become Amplitude updates."""
 
@@ -106,6 +127,21 @@ class Sync:
     key: str
     mappings: tuple[Mapping_, ...]
     user_key: str | None = None
+    options: SyncOptions = SyncOptions()
+
+    @property
+    def key_label(self) -> str:
+        """What the key column holds, in words: user id, device id or group value."""
+        if self.object is SyncObject.GROUP:
+            return "group value"
+        if self.object is SyncObject.EVENT:
+            return f"{self.options.id_type} id"
+        return f"{self.object} id"
+
+    @property
+    def is_profile(self) -> bool:
+        """User, device and group syncs update profiles; event syncs append events."""
+        return self.object is not SyncObject.EVENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +155,9 @@ class SyncConfig:
 
     def required_columns(self) -> tuple[str, ...]:
         """Every model column the sync reads, key first, without repeats."""
-        names = [self.sync.key, *([self.sync.user_key] if self.sync.user_key else [])]
+        o = self.sync.options
+        extra = [self.sync.user_key, o.event_type_column, o.time_column, o.insert_id_column]
+        names = [self.sync.key, *(n for n in extra if n)]
         names += [m.column for m in self.sync.mappings]
         return tuple(dict.fromkeys(names))
 
@@ -139,7 +177,24 @@ _SCHEMA: dict[str, tuple[set[str], set[str]]] = {
     "source": ({"url"}, set()),
     "destination": ({"name", "api_key", "region"}, {"secret_key", "endpoint"}),
     "model": ({"name", "sql"}, set()),
-    "sync": ({"name", "object", "behavior", "key"}, {"user_key", "mappings"}),
+    "sync": (
+        {"name", "object", "key"},
+        {"behavior", "user_key", "mappings", "group_type", "id_type", "event_type", "event_type_column",
+         "time_column", "insert_id_column", "skip_user_properties_sync", "synthetic_event"},
+    ),
+}  # fmt: skip
+_BOOLEANS = {"skip_user_properties_sync"}
+# Which object each optional [sync] key belongs to; any other object refuses it.
+_OPTION_OBJECTS = {
+    "user_key": (SyncObject.DEVICE, SyncObject.EVENT),
+    "group_type": (SyncObject.GROUP,),
+    "id_type": (SyncObject.EVENT,),
+    "event_type": (SyncObject.EVENT,),
+    "event_type_column": (SyncObject.EVENT,),
+    "time_column": (SyncObject.EVENT,),
+    "insert_id_column": (SyncObject.EVENT,),
+    "skip_user_properties_sync": (SyncObject.EVENT,),
+    "synthetic_event": (SyncObject.USER, SyncObject.DEVICE),
 }
 _MAPPING_KEYS = ({"column", "property"}, {"op"})
 
@@ -211,7 +266,11 @@ def _check_section(section: dict[str, Any], table: str, required: set[str], opti
     problems = [f"unknown key {k!r} in [{table}]" for k in section if k not in required | optional]
     problems += [f"missing key {k!r} in [{table}]" for k in sorted(required) if k not in section]
     for key, value in section.items():
-        if key != "mappings" and key in required | optional and not isinstance(value, str):
+        if key in _BOOLEANS and not isinstance(value, bool):
+            problems.append(f"[{table}].{key} must be true or false")
+        elif key in _BOOLEANS or key == "mappings":
+            continue
+        elif key in required | optional and not isinstance(value, str):
             problems.append(f"[{table}].{key} must be a string")
         elif isinstance(value, str) and key in required and not value.strip():
             problems.append(f"[{table}].{key} must not be empty")
@@ -226,10 +285,62 @@ def _check_sync(sync: dict[str, Any], destination: Any) -> list[str]:
             f"[sync].name {name!r} may hold only letters, digits, spaces, '.', '_' and '-' "
             "(it names the sync's saved state)"
         )
-    if sync.get("user_key") is not None and sync.get("object") != SyncObject.DEVICE:
-        problems.append('[sync].user_key is only for device syncs (object = "device")')
-    problems += _check_mappings(sync.get("mappings"))
+    obj = sync.get("object")
+    if obj in tuple(SyncObject):
+        problems += _check_options(sync, SyncObject(obj))
+    problems += _check_mappings(sync.get("mappings"), obj)
     return problems
+
+
+def _check_options(sync: dict[str, Any], obj: SyncObject) -> list[str]:
+    """Keys that belong to another object, and what each object needs."""
+    problems = []
+    for key, objects in _OPTION_OBJECTS.items():
+        if sync.get(key) is None or obj in objects:
+            continue
+        if key == "user_key":
+            problems.append('[sync].user_key is only for device syncs (object = "device")')
+        else:
+            names = " or ".join(f'"{o}"' for o in objects)
+            problems.append(f"[sync].{key} is only for {names} syncs, not {str(obj)!r} ones")
+    if obj is SyncObject.EVENT and sync.get("user_key") is not None and sync.get("id_type") != "device":
+        problems.append('[sync].user_key is only for events keyed on device ids (id_type = "device")')
+    behavior = sync.get("behavior")
+    expected = INSERT if obj is SyncObject.EVENT else UPDATE_OR_CREATE
+    if isinstance(behavior, str) and behavior in BEHAVIORS and behavior != expected:
+        problems.append(f'[sync].behavior of {str(obj)!r} syncs is "{expected}", not {behavior!r}')
+    if obj is SyncObject.GROUP and sync.get("group_type") is None:
+        problems.append('group syncs need [sync].group_type, the group type (e.g. "company")')
+    if obj is SyncObject.EVENT:
+        problems += _check_event_keys(sync)
+    for key in ("group_type", "event_type", "synthetic_event"):
+        problems += _check_name(sync.get(key), key)
+    return problems
+
+
+def _check_event_keys(sync: dict[str, Any]) -> list[str]:
+    problems = []
+    constant, column = sync.get("event_type"), sync.get("event_type_column")
+    if (constant is None) == (column is None):
+        problems.append("event syncs need exactly one of [sync].event_type (a constant) and "
+                        "[sync].event_type_column (the column that holds it)")  # fmt: skip
+    if sync.get("time_column") is None:
+        problems.append("event syncs need [sync].time_column, the column that says when each event happened")
+    id_type = sync.get("id_type")
+    if isinstance(id_type, str) and id_type not in ID_TYPES:
+        problems.append(f"[sync].id_type must be one of {', '.join(ID_TYPES)}, not {id_type!r}")
+    return problems
+
+
+def _check_name(value: Any, key: str) -> list[str]:
+    """Group types and event types: text Amplitude accepts as a name of its own."""
+    if not isinstance(value, str) or not value.strip():
+        return []
+    if value.startswith("$") or value.startswith("[Amplitude]"):
+        return [f"[sync].{key} {value!r}: names starting with '$' or '[Amplitude]' are reserved by Amplitude"]
+    if len(value) > 1024:
+        return [f"[sync].{key} is longer than 1,024 characters"]
+    return []
 
 
 def _check_choices(sync: dict[str, Any], destination: Any) -> list[str]:
@@ -251,8 +362,10 @@ def _check_choices(sync: dict[str, Any], destination: Any) -> list[str]:
     return problems
 
 
-def _check_mappings(mappings: Any) -> list[str]:
+def _check_mappings(mappings: Any, obj: Any = None) -> list[str]:
     if mappings is None:
+        if obj == SyncObject.EVENT:
+            return []  # an event needs no properties
         return ["[sync] has no [[sync.mappings]]: map at least one column to a property"]
     if not isinstance(mappings, list) or not all(isinstance(m, dict) for m in mappings):
         return ["[[sync.mappings]] must be a list of tables with column, property and op"]
@@ -261,12 +374,23 @@ def _check_mappings(mappings: Any) -> list[str]:
     for i, m in enumerate(mappings, start=1):
         problems += _check_section(m, f"sync.mappings #{i}", *_MAPPING_KEYS)
         problems += _check_mapping_values(m, i)
+        problems += _check_mapping_op(m, i, obj)
         prop = m.get("property")
         if isinstance(prop, str) and prop in seen:
             problems.append(f"mappings #{seen[prop]} and #{i} both write the property {prop!r}")
         elif isinstance(prop, str):
             seen[prop] = i
     return problems
+
+
+def _check_mapping_op(m: dict[str, Any], i: int, obj: Any) -> list[str]:
+    op = m.get("op", Operation.SET)
+    if obj == SyncObject.EVENT and op != Operation.SET:
+        return [f"mapping #{i}: event properties are sent as they are; op {op!r} is only for profiles"]
+    if obj == SyncObject.GROUP and op in tuple(Operation) and op not in GROUP_OPERATIONS:
+        allowed = ", ".join(GROUP_OPERATIONS)
+        return [f"mapping #{i}: group properties take {allowed}, not {op!r}"]
+    return []
 
 
 def _check_mapping_values(m: dict[str, Any], i: int) -> list[str]:
@@ -293,7 +417,19 @@ def _build(data: dict[str, Any]) -> SyncConfig:
         endpoint=(dst.get("endpoint") or "").rstrip("/") or None,
     )
     mappings = tuple(
-        Mapping_(m["column"], m["property"], Operation(m.get("op", Operation.SET))) for m in sync["mappings"]
+        Mapping_(m["column"], m["property"], Operation(m.get("op", Operation.SET)))
+        for m in sync.get("mappings", [])
+    )
+    obj = SyncObject(sync["object"])
+    options = SyncOptions(
+        group_type=sync.get("group_type"),
+        id_type=sync.get("id_type", "user"),
+        event_type=sync.get("event_type"),
+        event_type_column=sync.get("event_type_column") or None,
+        time_column=sync.get("time_column") or None,
+        insert_id_column=sync.get("insert_id_column") or None,
+        skip_user_properties_sync=sync.get("skip_user_properties_sync", True),
+        synthetic_event=sync.get("synthetic_event") or None,
     )
     return SyncConfig(
         source=Source(Secret(src["url"])),
@@ -301,10 +437,11 @@ def _build(data: dict[str, Any]) -> SyncConfig:
         model=Model(model["name"], model["sql"]),
         sync=Sync(
             name=sync["name"],
-            object=SyncObject(sync["object"]),
-            behavior=sync["behavior"],
+            object=obj,
+            behavior=sync.get("behavior", INSERT if obj is SyncObject.EVENT else UPDATE_OR_CREATE),
             key=sync["key"],
             mappings=mappings,
             user_key=sync.get("user_key") or None,
+            options=options,
         ),
     )

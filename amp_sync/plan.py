@@ -15,11 +15,11 @@ import numpy as np
 import pyarrow as pa
 
 from amp_sync.amplitude import ACCUMULATING, Channel
-from amp_sync.config import Operation, SyncConfig, SyncObject
+from amp_sync.config import Operation, Sync, SyncConfig, SyncObject
 from amp_sync.snapshot import SnapshotIndex, digest, key_hash, raw_hash
 from amp_sync.spool import Spool
 from amp_sync.state import SEQ
-from amp_sync.values import MAX_STRING, Invalid, JsonValue, plain_id, to_id, to_json
+from amp_sync.values import MAX_STRING, Invalid, JsonValue, plain_id, to_group_value, to_id, to_json
 
 # A device row's user id is kept in the snapshot under a name no property can take.
 USER_LINK = "$user_id"
@@ -71,6 +71,10 @@ class Plan:
     payloads: dict[str, dict[str, Any]] = field(default_factory=dict)  # the sample's request items
     columns: list[str] = field(default_factory=list)
     rows_read: int = 0
+    synthetic: int = 0  # "updated" events that follow the profiles sent (synthetic_event)
+    first_time: int | None = None  # event syncs: the earliest and latest event to send, ms
+    last_time: int | None = None
+    reverts_run: int | None = None  # a revert: the run whose changes it undoes
 
     @property
     def rejected(self) -> int:
@@ -103,7 +107,7 @@ class RowShaper:
     def __init__(self, config: SyncConfig, columns: Sequence[str]) -> None:
         pos = {name: i for i, name in enumerate(columns)}
         sync = config.sync
-        self.key_label = "user id" if sync.object is SyncObject.USER else "device id"
+        self.key_label = sync.key_label
         self.key_at = pos[sync.key]
         self.user_at = pos[sync.user_key] if sync.user_key else None
         self.fields = [(pos[m.column], m.property, str(m.op)) for m in sync.mappings]
@@ -146,13 +150,27 @@ class RowShaper:
 _PLAIN = frozenset({str, int, bool, type(None)})
 
 
-def new_item(obj: SyncObject, key: str, new: Doc) -> tuple[dict[str, Any], tuple[str, ...]]:
+def _shell(obj: SyncObject, key: str, group_type: str | None) -> tuple[dict[str, Any], str]:
+    """An empty request item for `key`, and the name of its properties field."""
+    if obj is SyncObject.GROUP:
+        return {"group_type": group_type, "group_value": key}, "group_properties"
+    return ({"user_id": key} if obj is SyncObject.USER else {"device_id": key}), "user_properties"
+
+
+def properties_of(item: dict[str, Any]) -> dict[str, Any]:
+    """The property operations of an Identify or Group Identify item."""
+    return item.get("user_properties") or item.get("group_properties") or {}
+
+
+def new_item(
+    obj: SyncObject, key: str, new: Doc, group_type: str | None = None
+) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The request item and changed properties of a key Amplitude has never acknowledged.
 
     The same as identification(field_changes(key, None, new)) without building a FieldChange per
     property: a full backfill makes one of these per row.
     """
-    item: dict[str, Any] = {"user_id": key} if obj is SyncObject.USER else {"device_id": key}
+    item, props_field = _shell(obj, key, group_type)
     props: dict[str, dict[str, Any]] = {}
     changed = []
     for prop, (op, value) in new.items():
@@ -163,7 +181,7 @@ def new_item(obj: SyncObject, key: str, new: Doc) -> tuple[dict[str, Any], tuple
             item["user_id"] = value
         else:
             props.setdefault(op, {})[prop] = value
-    item["user_properties"] = props
+    item[props_field] = props
     return item, tuple(changed)
 
 
@@ -172,7 +190,7 @@ def field_changes(key: str, old: Doc | None, new: Doc) -> list[FieldChange]:
     changes = []
     for prop, (op, value) in new.items():
         before = old.get(prop) if old else None
-        if before is not None and _same(before, [op, value]):
+        if before is not None and same_field(before, [op, value]):
             continue
         if before is None and value is None:
             continue  # nothing known, nothing to clear
@@ -181,14 +199,17 @@ def field_changes(key: str, old: Doc | None, new: Doc) -> list[FieldChange]:
     return changes
 
 
-def _same(a: list[Any], b: list[Any]) -> bool:
+def same_field(a: list[Any], b: list[Any]) -> bool:
+    """The same operation and value, as Amplitude would see them."""
     # JSON text, not ==, because True == 1 == 1.0 in Python but not in Amplitude.
     return a == b and json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
-def identification(obj: SyncObject, key: str, new: Doc, changes: Iterable[FieldChange]) -> dict:
-    """The Identify API item that applies `changes` to the user or device `key`."""
-    item: dict[str, Any] = {"user_id": key} if obj is SyncObject.USER else {"device_id": key}
+def identification(
+    obj: SyncObject, key: str, new: Doc, changes: Iterable[FieldChange], group_type: str | None = None
+) -> dict:
+    """The Identify (or Group Identify) item that applies `changes` to the profile `key`."""
+    item, props_field = _shell(obj, key, group_type)
     link = new.get(USER_LINK)
     if link is not None:
         item["user_id"] = link[1]
@@ -196,7 +217,7 @@ def identification(obj: SyncObject, key: str, new: Doc, changes: Iterable[FieldC
     for change in changes:
         if change.property != USER_LINK:
             _add_operation(props, change)
-    item["user_properties"] = props
+    item[props_field] = props
     return item
 
 
@@ -214,6 +235,68 @@ def _add_operation(props: dict[str, dict[str, Any]], change: FieldChange) -> Non
 
 def _number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def insert_id(*parts: str) -> str:
+    """A deterministic insert_id: the same parts always give the same id, so resends de-duplicate."""
+    hashed = hashlib.blake2b("\x00".join(parts).encode(), digest_size=16)
+    return f"amp_sync-{hashed.hexdigest()}"
+
+
+def wire(sync: Sync, key: str, item: dict[str, Any], seq: int) -> tuple[Channel, dict[str, Any]]:
+    """The channel and request item: accumulating operations go as de-duplicated events."""
+    props = properties_of(item)
+    if not ACCUMULATING.intersection(props):
+        return (Channel.GROUPS if sync.object is SyncObject.GROUP else Channel.IDENTIFY), item
+    # The same update of the same key always gets the same insert_id, so a resend after a lost
+    # answer (or a crash) is dropped by Amplitude instead of adding twice.
+    dedup = insert_id(sync.name, key, str(seq))
+    if sync.object is SyncObject.GROUP:
+        groups = {item["group_type"]: item["group_value"]}
+        event = {"event_type": "$groupidentify", "groups": groups, "group_properties": props}
+        return Channel.EVENTS, {**event, "insert_id": dedup}
+    return Channel.EVENTS, {**item, "event_type": "$identify", "insert_id": dedup}
+
+
+def synthetic_event(sync: Sync, item: dict[str, Any], key: str, seq: int) -> dict[str, Any]:
+    """The "updated" event that follows an acknowledged profile update, carrying the values set.
+
+    On an event other than $identify, user_properties is a plain dict of values that Amplitude
+    applies and shows on this event at once (shared/amplitude-api.md §5).
+    """
+    event: dict[str, Any] = {name: item[name] for name in ("user_id", "device_id") if name in item}
+    event["event_type"] = sync.options.synthetic_event
+    values = properties_of(item).get(Operation.SET)
+    if values:
+        event["user_properties"] = dict(values)
+    event["insert_id"] = insert_id(sync.name, key, str(seq), "synthetic")
+    return event
+
+
+def spool_update(
+    spool: Spool,
+    sync: Sync,
+    partitions: int,
+    key: str,
+    item: dict[str, Any],
+    commit: tuple[str, bytes, int, int, str | None],
+) -> None:
+    """Queue one profile update, and the synthetic event that follows it if the sync has one.
+
+    `commit` is what the snapshot records once Amplitude acknowledges the update: the doc text,
+    its digest, the raw hash, the key's update count and the doc it replaces.
+    """
+    text, fp, raw, seq, before = commit
+    channel, sent = wire(sync, key, item, seq)
+    part = partition_of(item.get("user_id") or key, partitions)
+    spool.add(key, part, sent, text, fp, raw, seq, channel, before)
+    if sync.options.synthetic_event:
+        spool.add(key, part, synthetic_event(sync, item, key, seq), "", fp, 0, seq, Channel.SYNTHETIC)
+
+
+def without_seq(doc: dict[str, Any]) -> Doc:
+    """A snapshot doc as it was acknowledged, without the update count read back with it."""
+    return {k: v for k, v in doc.items() if k != SEQ}
 
 
 class Planner:
@@ -272,9 +355,10 @@ class Planner:
         keys: list[str] = []
         valid: list[Sequence[Any]] = []
         at, label, plain = self.shaper.key_at, self.shaper.key_label, plain_id
+        checked = to_group_value if self.config.sync.object is SyncObject.GROUP else to_id
         for row in rows:
             value = row[at]
-            key = value if plain(value) else to_id(value, label)
+            key = value if plain(value) else checked(value, label)
             if isinstance(key, Invalid):
                 self.plan.rejections.append(Rejection("" if value is None else str(value), key.reason))
             else:
@@ -300,33 +384,30 @@ class Planner:
         if self.spool is not None:
             acknowledged: Any = (old or {}).get(SEQ, 0)
             seq = int(acknowledged) + 1
-            channel, wire = self._wire(key, item, seq)
-            part = partition_of(item.get("user_id") or key, self.partitions)
-            self.spool.add(key, part, wire, text, fp, raw, seq, channel)
+            before = canonical(without_seq(old)) if old is not None else None
+            self.spool_item(key, item, text, fp, raw, seq, before)
         sig = self.signatures.setdefault(signature, len(self.signatures))
         return (Kind.NEW if old is None else Kind.CHANGED), sig
+
+    def spool_item(
+        self, key: str, item: dict[str, Any], text: str, fp: bytes, raw: int, seq: int, before: str | None
+    ) -> None:
+        """Queue one profile update (and its synthetic event, if the sync has one)."""
+        assert self.spool is not None
+        spool_update(self.spool, self.config.sync, self.partitions, key, item, (text, fp, raw, seq, before))
 
     def _item(self, key: str, doc: Doc, old: Doc | None) -> tuple[dict[str, Any], tuple[str, ...]]:
         """The request item and the changed properties; the first rows also fill the sample."""
         room = SAMPLE_LIMIT - len(self.plan.sample)
+        sync = self.config.sync
         if old is None and room <= 0:  # a new key past the sample: the short way
-            return new_item(self.config.sync.object, key, doc)
+            return new_item(sync.object, key, doc, sync.options.group_type)
         changes = field_changes(key, old, doc)
-        item = identification(self.config.sync.object, key, doc, changes)
+        item = identification(sync.object, key, doc, changes, sync.options.group_type)
         if room > 0:
             self.plan.sample += changes[:room]
             self.plan.payloads[key] = item
         return item, tuple(c.property for c in changes)
-
-    def _wire(self, key: str, item: dict[str, Any], seq: int) -> tuple[str, dict[str, Any]]:
-        """The channel and request item: accumulating operations go as de-duplicated events."""
-        if not ACCUMULATING.intersection(item["user_properties"]):
-            return Channel.IDENTIFY, item
-        # The same update of the same key always gets the same insert_id, so a resend after a
-        # lost answer (or a crash) is dropped by Amplitude instead of adding twice.
-        insert_id = hashlib.blake2b(f"{self.config.sync.name}\x00{key}\x00{seq}".encode(), digest_size=16)
-        event = {**item, "event_type": "$identify", "insert_id": f"amp_sync-{insert_id.hexdigest()}"}
-        return Channel.EVENTS, event
 
     def _flush_refreshed(self, at_least: int) -> None:
         if self.refresh is not None and len(self._refreshed) >= at_least:
@@ -351,6 +432,8 @@ class Planner:
         keep[list(repeated)] = False
         self._count(kinds[keep], sigs[keep])
         self.plan.removed = self.index.missing_from(unique)
+        if self.config.sync.options.synthetic_event:
+            self.plan.synthetic = self.plan.to_send
         return self.plan
 
     def _repeated_rows(self, hashes: np.ndarray, twice: np.ndarray) -> dict[int, str]:
@@ -365,10 +448,8 @@ class Planner:
         return {int(i): k for i, k in zip(candidates, keys, strict=True) if times[k] > 1}
 
     def _reject_repeats(self, repeated: dict[int, str]) -> None:
-        label = self.shaper.key_label
         for key, times in Counter(repeated.values()).items():
-            reason = f"{label} appears {times} times in the model; none of its rows is sent"
-            self.plan.rejections += [Rejection(key, reason)] * times
+            self.plan.rejections += [Rejection(key, self.repeat_reason(key, times))] * times
             self.bad.pop(key, None)
             if self.spool is not None:
                 self.spool.drop(key)
@@ -377,6 +458,10 @@ class Planner:
         if dropped:
             self.plan.sample = [c for c in self.plan.sample if c.key not in dropped]
             self.plan.payloads = {k: v for k, v in self.plan.payloads.items() if k not in dropped}
+
+    def repeat_reason(self, key: str, times: int) -> str:
+        """Why the rows of a key that the model returns more than once are not sent."""
+        return f"{self.shaper.key_label} appears {times} times in the model; none of its rows is sent"
 
     def _count(self, kinds: np.ndarray, sigs: np.ndarray) -> None:
         counts = np.bincount(kinds, minlength=4)

@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from amp_sync.amplitude import RetryPolicy
-from amp_sync.config import SyncConfig
+from amp_sync.amplitude import Channel, RetryPolicy
+from amp_sync.config import SyncConfig, SyncObject
 from amp_sync.errors import AmpSyncError, ConfigError, FatalError
+from amp_sync.events import EventPlanner
 from amp_sync.plan import FieldChange, Plan, Planner, Rejection
+from amp_sync.revert import check_revertible, last_run, plan_revert
 from amp_sync.sender import Delivery, Sender
 from amp_sync.snapshot import SnapshotIndex
 from amp_sync.spool import Spool
@@ -59,11 +61,18 @@ class Report:
     error: str | None = None
     seconds: float = 0.0
     run_id: int | None = None
+    synthetic_sent: int = 0
+    synthetic_failed: int = 0
 
     @property
     def ok(self) -> bool:
-        """Every valid new or changed row was delivered (rejections do not count)."""
-        return self.error is None and self.failed == 0
+        """Every valid new or changed row (and its synthetic event) was delivered."""
+        return self.error is None and self.failed == 0 and self.synthetic_failed == 0
+
+    @property
+    def is_preview(self) -> bool:
+        """A preview (of a run or of a revert): nothing was sent."""
+        return self.kind.endswith("preview")
 
     @property
     def rejections(self) -> list[Rejection]:
@@ -78,10 +87,16 @@ class Report:
     def counts(self) -> dict[str, int]:
         """The headline numbers."""
         p = self.plan
-        return {
+        counts = {
             "new": p.new, "changed": p.changed, "unchanged": p.unchanged, "removed": p.removed,
             "rejected": p.rejected, "sent": self.sent, "failed": self.failed,
         }  # fmt: skip
+        if p.synthetic:
+            counts |= {"synthetic": p.synthetic, "synthetic_sent": self.synthetic_sent}
+            counts["synthetic_failed"] = self.synthetic_failed
+        if p.reverts_run is not None:
+            counts["reverts_run"] = p.reverts_run
+        return counts
 
     def to_json(self) -> dict[str, Any]:
         """The documented --json object: counts plus the rejections."""
@@ -89,8 +104,8 @@ class Report:
         return {**self.counts(), "rejections": rejections}
 
     def status(self) -> str:
-        """ok, failed (some rows not delivered) or error (the run stopped)."""
-        return "error" if self.error else "failed" if self.failed else "ok"
+        """ok, failed (some rows or synthetic events not delivered) or error (the run stopped)."""
+        return "error" if self.error else "ok" if self.ok else "failed"
 
 
 def preview(
@@ -125,16 +140,53 @@ def run(
             store.close()
 
 
-def _run(config: SyncConfig, store: StateStore, options: RunOptions, progress: ProgressFn | None) -> Report:
+def preview_revert(config: SyncConfig, home: Path) -> Report:
+    """What reverting the last run would send; nothing is sent and nothing is written."""
     started = time.monotonic()
-    run_id = store.start_run("run")
-    report = Report("run", Plan(), run_id=run_id)
+    check_revertible(config)
+    store = StateStore.open_read_only(home, config.sync.name)
+    last_run(store)  # says so when there is nothing to revert
+    assert store is not None
+    try:
+        plan = plan_revert(config, store, None)
+    finally:
+        store.close()
+    return Report("revert preview", plan, seconds=time.monotonic() - started)
+
+
+def revert(
+    config: SyncConfig,
+    home: Path,
+    options: RunOptions | None = None,
+    progress: ProgressFn | None = None,
+) -> Report:
+    """Send back what the last run replaced, and record the revert in the history."""
+    options = options or RunOptions()
+    check_revertible(config)
+    with run_lock(home, config.sync.name):
+        store = StateStore.open(home, config.sync.name)
+        try:
+            last_run(store)
+            return _run(config, store, options, progress, kind="revert")
+        finally:
+            store.close()
+
+
+def _run(
+    config: SyncConfig, store: StateStore, options: RunOptions, progress: ProgressFn | None, kind: str = "run"
+) -> Report:
+    started = time.monotonic()
+    run_id = store.start_run(kind)
+    report = Report(kind, Plan(), run_id=run_id)
     try:
         with Spool() as spool:
-            report.plan = _plan(
-                config, store.index(), store.docs, spool, options.concurrency,
-                options.chunk_rows, progress, started, store.refresh_raw,
-            )  # fmt: skip
+            if kind == "revert":
+                report.plan = plan_revert(config, store, spool, options.concurrency)
+            else:
+                report.plan = _plan(
+                    config, store.index(), store.docs, spool, options.concurrency,
+                    options.chunk_rows, progress, started, store.refresh_raw,
+                )  # fmt: skip
             _send(config, store, spool, options, report, progress, started)
     except AmpSyncError as exc:
         report.error = str(exc)
@@ -163,7 +215,8 @@ def _plan(
         problems = config.missing_columns(stream.columns)
         if problems:
             raise ConfigError(problems)
-        planner = Planner(config, stream.columns, index, docs, spool, partitions, refresh)
+        kind = EventPlanner if config.sync.object is SyncObject.EVENT else Planner
+        planner = kind(config, stream.columns, index, docs, spool, partitions, refresh)
         for chunk in stream.chunks:
             planner.add(chunk)
             if progress:
@@ -180,7 +233,7 @@ def _send(
     progress: ProgressFn | None,
     started: float,
 ) -> None:
-    total = spool.seal()
+    total = spool.seal(follow_ups=(Channel.SYNTHETIC,))
 
     def on_progress(d: Delivery) -> None:
         if progress:
@@ -195,9 +248,11 @@ def _send(
         options.policy,
         options.sleep,
         on_progress,
+        report.run_id,
     )
     delivery = sender.run(total)
     report.sent, report.failed = delivery.sent, delivery.failed
+    report.synthetic_sent, report.synthetic_failed = delivery.synthetic_sent, delivery.synthetic_failed
     report.requests, report.batches = delivery.requests, delivery.batches
     report.failure_reasons = delivery.reasons
     if delivery.fatal:
@@ -207,6 +262,8 @@ def _send(
 def _record(store: StateStore, report: Report, started: float) -> None:
     report.seconds = time.monotonic() - started
     message = report.error or "; ".join(f"{n} rows: {r}" for r, n in report.failure_reasons.items())
+    if report.plan.reverts_run is not None and not message:
+        message = f"reverted run #{report.plan.reverts_run}"
     rejections = ((r.key, r.reason) for r in report.plan.rejections)
     if report.run_id is not None:
         store.finish_run(report.run_id, report.status(), report.counts(), message, rejections)

@@ -188,14 +188,18 @@ def _apply_operations(current: JSON, operations: JSON) -> JSON:
 # --- validation (pure) ----------------------------------------------------------------------
 
 
-def _too_long(value: object) -> bool:
-    """Whether any string in `value` is over Amplitude's 1,024-character limit."""
-    if isinstance(value, str):
-        return len(value) > MAX_STRING_LENGTH
-    if isinstance(value, list):
-        return any(_too_long(item) for item in value)
-    if isinstance(value, dict):
-        return any(_too_long(item) for item in value.values())
+def _too_long(values: Iterable[object]) -> bool:
+    """Whether any string among `values`, or in a list or dict in them, is over 1,024 characters."""
+    # One call per container, not per value: this runs on every property of every item.
+    for value in values:
+        if isinstance(value, str):
+            if len(value) > MAX_STRING_LENGTH:
+                return True
+        elif isinstance(value, list):
+            if _too_long(value):
+                return True
+        elif isinstance(value, dict) and _too_long(value.values()):
+            return True
     return False
 
 
@@ -205,7 +209,7 @@ def _operations_valid(operations: JSON) -> bool:
     for operation, values in operations.items():
         if operation == "$clearAll":
             continue  # its value is a placeholder, usually "-"
-        if not isinstance(values, dict) or not seen.isdisjoint(values) or _too_long(values):
+        if not isinstance(values, dict) or not seen.isdisjoint(values) or _too_long(values.values()):
             return False
         if operation == "$add" and not all(_is_number(v) for v in values.values()):
             return False
@@ -213,18 +217,18 @@ def _operations_valid(operations: JSON) -> bool:
     return True
 
 
-def _as_operations(props: object, allowed: frozenset[str]) -> JSON | None:
-    """`props` as {operation: {name: value}} (a plain dict is $set); None if Amplitude refuses."""
+def _operations(props: JSON) -> JSON:
+    """Properties as {operation: {name: value}}: a dict without operations is one $set."""
+    return {"$set": props} if USER_OPERATIONS.isdisjoint(props) else props
+
+
+def _properties_valid(props: object, allowed: frozenset[str]) -> bool:
+    """Whether Amplitude takes `props`: plain properties, or only operations among `allowed`."""
     if not isinstance(props, dict):
-        return None
-    named = [key for key in props if key in USER_OPERATIONS]
-    if not named:
-        operations: JSON = {"$set": props}
-    elif len(named) < len(props) or not allowed.issuperset(named):
-        return None  # Amplitude refuses operations mixed with plain properties
-    else:
-        operations = props
-    return operations if _operations_valid(operations) else None
+        return False
+    if not USER_OPERATIONS.isdisjoint(props) and not allowed.issuperset(props):
+        return False  # Amplitude refuses operations mixed with plain properties
+    return _operations_valid(_operations(props))
 
 
 def _is_name(value: object) -> bool:
@@ -245,16 +249,20 @@ def _valid_id(value: object, min_length: int) -> bool:
 
 def _id_faults(item: JSON, min_length: int, *, required: bool = True) -> _FieldFaults:
     """Bad user_id/device_id values, and "user_id" as missing when the item has neither."""
-    invalid = [f for f in _ID_FIELDS if item.get(f) is not None and not _valid_id(item[f], min_length)]
-    has_id = any(item.get(f) is not None for f in _ID_FIELDS)
-    return invalid, [] if has_id or not required else ["user_id"]
+    user_id, device_id = item.get("user_id"), item.get("device_id")
+    invalid: list[str] = []
+    if user_id is not None and not _valid_id(user_id, min_length):
+        invalid.append("user_id")
+    if device_id is not None and not _valid_id(device_id, min_length):
+        invalid.append("device_id")
+    return invalid, ["user_id"] if required and user_id is None and device_id is None else []
 
 
 def _identify_faults(item: JSON) -> _FieldFaults:
     """What Amplitude would refuse in one /identify item."""
     invalid, missing = _id_faults(item, DEFAULT_MIN_ID_LENGTH)
     props = item.get("user_properties")
-    if props is not None and _as_operations(props, USER_OPERATIONS) is None:
+    if props is not None and not _properties_valid(props, USER_OPERATIONS):
         invalid.append("user_properties")
     return invalid, missing
 
@@ -269,7 +277,7 @@ def _group_faults(item: JSON) -> _FieldFaults:
         elif not _is_name(item[name]):
             invalid.append(name)
     props = item.get("group_properties")
-    if props is not None and _as_operations(props, GROUP_OPERATIONS) is None:
+    if props is not None and not _properties_valid(props, GROUP_OPERATIONS):
         invalid.append("group_properties")
     return invalid, missing
 
@@ -287,14 +295,14 @@ def _event_property_faults(event: JSON) -> list[str]:
     faults: list[str] = []
     props = event.get("user_properties")
     if event.get("event_type") == "$identify":
-        valid = props is None or _as_operations(props, USER_OPERATIONS) is not None
+        valid = props is None or _properties_valid(props, USER_OPERATIONS)
     else:  # operations only count on $identify; elsewhere user_properties is a plain dict
-        valid = props is None or (isinstance(props, dict) and not _too_long(props))
+        valid = props is None or (isinstance(props, dict) and not _too_long(props.values()))
     faults += [] if valid else ["user_properties"]
     if event.get("event_type") == "$groupidentify":
         faults += [] if _valid_groups(event.get("groups")) else ["groups"]
         group_props = event.get("group_properties")
-        if group_props is not None and _as_operations(group_props, GROUP_OPERATIONS) is None:
+        if group_props is not None and not _properties_valid(group_props, GROUP_OPERATIONS):
             faults.append("group_properties")
     return faults
 
@@ -622,13 +630,13 @@ class SandboxStore:
             for item in items:
                 profile = self._resolve(item.get("user_id"), item.get("device_id"))
                 props = item.get("user_properties") or {}
-                self._update(profile, _as_operations(props, USER_OPERATIONS))
+                self._update(profile, _operations(props))
 
     def _apply_group_identifications(self, items: Iterable[JSON]) -> None:
         with self._lock:
             for item in items:
                 props = item.get("group_properties") or {}
-                operations = _as_operations(props, GROUP_OPERATIONS)
+                operations = _operations(props)
                 self._update_group(item["group_type"], item["group_value"], operations)
 
     def _ingest(self, events: Iterable[JSON]) -> int:
@@ -669,7 +677,7 @@ class SandboxStore:
 
     def _apply_event(self, event: JSON) -> None:
         if event["event_type"] == "$groupidentify":
-            operations = _as_operations(event.get("group_properties") or {}, GROUP_OPERATIONS)
+            operations = _operations(event.get("group_properties") or {})
             for kind, values in event["groups"].items():
                 for value in _as_list(values):
                     self._update_group(kind, value, operations)
@@ -721,7 +729,7 @@ def _event_operations(event: JSON) -> JSON | None:
     """The user-property operations an ingested event carries, if any."""
     props = event.get("user_properties")
     if event["event_type"] == "$identify":
-        return _as_operations(props or {}, USER_OPERATIONS)
+        return _operations(props or {})
     # Backfills set this flag so old values do not overwrite the live profile (§3).
     if not props or event.get("$skip_user_properties_sync") is True:
         return None

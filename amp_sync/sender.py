@@ -35,6 +35,8 @@ class Delivery:
     requests: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     fatal: str | None = None
+    synthetic_sent: int = 0  # "updated" events acknowledged
+    synthetic_failed: int = 0
 
 
 def batches(
@@ -69,6 +71,7 @@ class Sender:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     sleep: Callable[[float], None] = time.sleep
     on_progress: Callable[[Delivery], None] | None = None
+    run_id: int | None = None
     delivery: Delivery = field(default_factory=Delivery)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -96,8 +99,11 @@ class Sender:
     def _send_channel(self, client: IdentifyClient, part: int) -> None:
         overhead = len(client.encode([]))
         rows = self.spool.partition(part, client.channel)
+        if client.channel is Channel.SYNTHETIC:
+            rows = self._acknowledged_only(rows)
+        route = client.route
         try:
-            for batch in batches(rows, overhead, item_size=client.item_size):
+            for batch in batches(rows, overhead, route.max_items, route.max_bytes, client.item_size):
                 if self._stop.is_set():
                     return
                 self._deliver(client, batch)
@@ -112,39 +118,61 @@ class Sender:
             with self._lock:
                 self.delivery.requests += client.requests_sent
 
+    def _acknowledged_only(self, rows: Iterator[Pending], piece: int = 1000) -> Iterator[Pending]:
+        """Synthetic events of profiles whose update Amplitude acknowledged (in the snapshot now)."""
+        batch: list[Pending] = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) >= piece:
+                yield from self._committed(batch)
+                batch = []
+        yield from self._committed(batch)
+
+    def _committed(self, rows: list[Pending]) -> list[Pending]:
+        done = self.store.acknowledged([(p.key, p.digest) for p in rows]) if rows else set()
+        return [p for p in rows if p.key in done]
+
     def _deliver(self, client: IdentifyClient, batch: list[Pending]) -> None:
         queue = [batch]
+        synthetic = client.channel is Channel.SYNTHETIC
         while queue and not self._stop.is_set():
             part = queue.pop(0)
             answer = client.send([p.item for p in part])
-            queue[:0] = self._settle(part, answer)
+            queue[:0] = self._settle(part, answer, synthetic)
 
-    def _settle(self, part: list[Pending], answer: Answer) -> list[list[Pending]]:
+    def _settle(self, part: list[Pending], answer: Answer, synthetic: bool = False) -> list[list[Pending]]:
         """Commit or count one answered batch; returns the pieces to send again, in order."""
         if answer.outcome is Outcome.OK:
-            self._acknowledged(part)
+            self._acknowledged(part, synthetic)
             return []
         if answer.outcome is Outcome.SPLIT and len(part) > 1:
             half = len(part) // 2
             return [part[:half], part[half:]]
         if answer.outcome is Outcome.REJECTED:
             bad = set(answer.bad_items)
-            self._note(f"Amplitude refused the row: {answer.detail}", len(bad))
+            self._note(f"Amplitude refused the row: {answer.detail}", len(bad), synthetic)
             rest = [p for i, p in enumerate(part) if i not in bad]
             return [rest] if rest else []
-        self._note(_reason(answer, self.policy.attempts), len(part))
+        self._note(_reason(answer, self.policy.attempts), len(part), synthetic)
         return []
 
-    def _acknowledged(self, part: list[Pending]) -> None:
-        self.store.commit((p.key, p.digest, p.doc, p.raw, p.seq) for p in part)
+    def _acknowledged(self, part: list[Pending], synthetic: bool = False) -> None:
+        if synthetic:  # its profile is committed already; the event itself changes no state
+            with self._lock:
+                self.delivery.synthetic_sent += len(part)
+            return
+        self.store.commit(((p.key, p.digest, p.doc, p.raw, p.seq, p.before) for p in part), self.run_id)
         with self._lock:
             self.delivery.sent += len(part)
             self.delivery.batches += 1
             if self.on_progress:
                 self.on_progress(self.delivery)
 
-    def _note(self, reason: str, rows: int) -> None:
+    def _note(self, reason: str, rows: int, synthetic: bool = False) -> None:
         with self._lock:
+            if synthetic:
+                reason = f"synthetic event not delivered: {reason}"
+                self.delivery.synthetic_failed += rows
             self.delivery.reasons[reason] = self.delivery.reasons.get(reason, 0) + rows
 
 

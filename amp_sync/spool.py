@@ -22,6 +22,7 @@ class Pending:
     digest: bytes
     raw: int  # the row's raw hash, stored with it so the next run can skip it cheaply
     seq: int  # the key's update count once this one is acknowledged
+    before: str | None = None  # the fields this row replaces (None: new), kept so a run can be reverted
 
 
 class Spool:
@@ -38,12 +39,12 @@ class Spool:
             CREATE TABLE pending (
                 rowid INTEGER PRIMARY KEY, key TEXT NOT NULL, part INTEGER NOT NULL,
                 item BLOB NOT NULL, doc TEXT NOT NULL, digest BLOB NOT NULL, raw INTEGER NOT NULL,
-                seq INTEGER NOT NULL, channel TEXT NOT NULL);
+                seq INTEGER NOT NULL, channel TEXT NOT NULL, before TEXT);
             CREATE TABLE dropped (key TEXT PRIMARY KEY);
             """
         )
         self._lock = threading.Lock()
-        self._buffer: list[tuple[str, int, bytes, str, bytes, int, int, str]] = []
+        self._buffer: list[tuple[str, int, bytes, str, bytes, int, int, str, str | None]] = []
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
@@ -58,10 +59,11 @@ class Spool:
         raw: int,
         seq: int,
         channel: str,
+        before: str | None = None,
     ) -> None:
         """Queue one request item for partition `part` and `channel`."""
         encoded = json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        self._buffer.append((key, part, encoded, doc, digest, raw, seq, channel))
+        self._buffer.append((key, part, encoded, doc, digest, raw, seq, channel, before))
         if len(self._buffer) >= 5000:
             self.flush()
 
@@ -75,31 +77,36 @@ class Spool:
             if self._buffer:
                 self._db.execute("BEGIN")
                 self._db.executemany(
-                    "INSERT INTO pending (key, part, item, doc, digest, raw, seq, channel) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO pending (key, part, item, doc, digest, raw, seq, channel, before) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     self._buffer,
                 )
                 self._db.execute("COMMIT")
                 self._buffer.clear()
 
-    def seal(self) -> int:
-        """Finish writing and index by partition; returns how many rows will be sent."""
+    def seal(self, follow_ups: tuple[str, ...] = ()) -> int:
+        """Finish writing and index by partition; returns how many rows will be sent.
+
+        Items on the `follow_ups` channels (sent only after their row is acknowledged) are not
+        rows of their own and are not counted.
+        """
         self.flush()
         self._db.execute("CREATE INDEX IF NOT EXISTS pending_part ON pending (part, channel, rowid)")
-        sql = "SELECT count(*) FROM pending WHERE key NOT IN (SELECT key FROM dropped)"
-        return int(self._db.execute(sql).fetchone()[0])
+        marks = ",".join("?" * len(follow_ups))
+        sql = f"SELECT count(*) FROM pending WHERE key NOT IN (SELECT key FROM dropped) AND channel NOT IN ({marks})"
+        return int(self._db.execute(sql, follow_ups).fetchone()[0])
 
     def partition(self, part: int, channel: str) -> Iterator[Pending]:
         """One partition's rows in the order read, through a connection of its own."""
         db = self._connect()
         try:
             rows = db.execute(
-                "SELECT key, item, doc, digest, raw, seq FROM pending WHERE part = ? AND channel = ? "
+                "SELECT key, item, doc, digest, raw, seq, before FROM pending WHERE part = ? AND channel = ? "
                 "AND key NOT IN (SELECT key FROM dropped) ORDER BY rowid",
                 (part, channel),
             )
-            for key, item, doc, fp, raw, seq in rows:
-                yield Pending(key, item, doc, fp, raw, seq)
+            for key, item, doc, fp, raw, seq, before in rows:
+                yield Pending(key, item, doc, fp, raw, seq, before)
         finally:
             db.close()
 

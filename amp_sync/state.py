@@ -19,13 +19,13 @@ import numpy as np
 from amp_sync.errors import StateError
 from amp_sync.snapshot import NO_RAW, SnapshotIndex, digest, key_hash
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SEQ = "$seq"  # in docs read back: how many updates of the key Amplitude acknowledged
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS snapshot (
     key TEXT PRIMARY KEY, digest BLOB NOT NULL, doc TEXT NOT NULL,
-    key_hash INTEGER, raw INTEGER, seq INTEGER) WITHOUT ROWID;
+    key_hash INTEGER, raw INTEGER, seq INTEGER, prev TEXT, run_id INTEGER) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY, kind TEXT NOT NULL, started_at REAL NOT NULL,
     finished_at REAL, status TEXT NOT NULL, counts TEXT NOT NULL DEFAULT '{}',
@@ -125,6 +125,8 @@ class StateStore:
             with self._transaction():
                 if version < 2:
                     _migrate_1_to_2(self._db)
+                if version < 3:
+                    _migrate_2_to_3(self._db)
                 self._db.execute(
                     "UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION),)
                 )
@@ -162,17 +164,54 @@ class StateStore:
             out.update((k, {**json.loads(d), SEQ: seq or 0}) for k, d, seq in self._query(sql, part))
         return out
 
-    def commit(self, rows: Iterable[tuple[Any, ...]]) -> None:
-        """Record acknowledged rows (key, digest, doc[, raw hash[, update count]]) atomically."""
+    def commit(self, rows: Iterable[tuple[Any, ...]], run_id: int | None = None) -> None:
+        """Record acknowledged rows atomically.
+
+        A row is (key, digest, doc[, raw hash[, update count[, previous doc]]]); the previous doc
+        (None for a key new to this run) and `run_id` are what a revert of that run restores.
+        """
         values = (
-            (r[0], r[1], r[2], key_hash(r[0]), r[3] if len(r) > 3 else None, r[4] if len(r) > 4 else None)
+            (
+                r[0], r[1], r[2], key_hash(r[0]), r[3] if len(r) > 3 else None,
+                r[4] if len(r) > 4 else None, r[5] if len(r) > 5 else None, run_id,
+            )
             for r in rows
-        )
+        )  # fmt: skip
         try:
             with self._transaction():
-                self._db.executemany("INSERT OR REPLACE INTO snapshot VALUES (?, ?, ?, ?, ?, ?)", values)
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO snapshot (key, digest, doc, key_hash, raw, seq, prev, run_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    values,
+                )
         except sqlite3.Error as exc:
             raise StateError(_cannot(self.path, exc)) from None
+
+    def acknowledged(self, pairs: list[tuple[str, bytes]]) -> set[str]:
+        """Those of (key, digest) that the snapshot holds as they are: committed by now."""
+        found: set[str] = set()
+        for start in range(0, len(pairs), 500):
+            part = pairs[start : start + 500]
+            marks = ",".join("?" * len(part))
+            sql = f"SELECT key, digest FROM snapshot WHERE key IN ({marks})"
+            stored = dict(self._query(sql, [k for k, _ in part]))
+            found.update(k for k, d in part if stored.get(k) == d)
+        return found
+
+    def last_changed_run(self) -> int | None:
+        """The newest run that changed any key in Amplitude (what "revert last run" undoes)."""
+        row = self._query("SELECT max(run_id) FROM snapshot")
+        return int(row[0][0]) if row and row[0][0] is not None else None
+
+    def touched(self, run_id: int, piece: int = 20_000) -> Iterator[list[tuple[str, str, str | None, int]]]:
+        """The keys `run_id` changed, in pieces: (key, doc now, doc before that run, update count)."""
+        last = ""
+        while rows := self._query(
+            "SELECT key, doc, prev, seq FROM snapshot WHERE run_id = ? AND key > ? ORDER BY key LIMIT ?",
+            (run_id, last, piece),
+        ):
+            yield [(k, d, p, int(s or 0)) for k, d, p, s in rows]
+            last = rows[-1][0]
 
     def refresh_raw(self, pairs: Iterable[tuple[int, str]]) -> None:
         """Remember the raw hash of rows found unchanged the slow way, so next time is fast."""
@@ -298,6 +337,15 @@ def _migrate_1_to_2(db: sqlite3.Connection) -> None:
             ((key_hash(k), digest(k, d), k) for k, d in rows),
         )
         last = rows[-1][0]
+
+
+def _migrate_2_to_3(db: sqlite3.Connection) -> None:
+    # Format 3 remembers, per key, the run that last changed it and the fields before that run,
+    # so the last run can be reverted. Rows from older formats have neither: no run to revert.
+    columns = {row[1] for row in db.execute("PRAGMA table_info(snapshot)")}
+    for column, kind in (("prev", "TEXT"), ("run_id", "INTEGER")):
+        if column not in columns:
+            db.execute(f"ALTER TABLE snapshot ADD COLUMN {column} {kind}")
 
 
 def _cannot(path: Path, exc: Exception) -> str:

@@ -161,3 +161,21 @@ def to_id(value: Any, label: str) -> str | Invalid:
     if len(text) > MAX_STRING:
         return Invalid(f"the {label} is longer than {MAX_STRING:,} characters")
     return text
+
+
+def to_group_value(value: Any, label: str = "group value") -> str | Invalid:
+    """A group value (an account, a team...): any non-blank text or whole number Amplitude keeps."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return Invalid(f"missing {label}")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, Decimal) and value == value.to_integral_value():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, str | int | uuid.UUID):
+        return Invalid(f"the {label} must be text or a whole number, not {type(value).__name__}")
+    text = str(value)
+    if not text.strip():
+        return Invalid(f"blank {label}")
+    if len(text) > MAX_STRING:
+        return Invalid(f"the {label} is longer than {MAX_STRING:,} characters")
+    return text

@@ -1,0 +1,121 @@
+"""Revert the last run: send back the values a run replaced, for exactly the keys it changed.
+
+The snapshot remembers, per key, the run that last changed it and the fields before that run.
+Reverting restores those fields in Amplitude: a changed value is set back, a property the run
+set for the first time is unset, a running total ($add) gets the opposite increment, and a list
+operation is undone with its opposite ($append and its kin with $remove, $remove with $append).
+A $setOnce that already had a value is left alone: Amplitude kept the first one anyway.
+
+A revert is a run of its own: previewed first, sent the same way, recorded in the history, and
+itself revertible (reverting a revert re-applies what it undid).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from amp_sync.config import Operation, SyncConfig
+from amp_sync.errors import AmpSyncError
+from amp_sync.plan import (
+    SAMPLE_LIMIT,
+    USER_LINK,
+    Doc,
+    FieldChange,
+    Plan,
+    canonical,
+    identification,
+    same_field,
+    spool_update,
+)
+from amp_sync.snapshot import NO_RAW, digest
+from amp_sync.spool import Spool
+from amp_sync.state import StateStore
+
+_LIST_UNDO = {
+    Operation.APPEND: Operation.REMOVE,
+    Operation.PREPEND: Operation.REMOVE,
+    Operation.PRE_INSERT: Operation.REMOVE,
+    Operation.POST_INSERT: Operation.REMOVE,
+    Operation.REMOVE: Operation.APPEND,
+}
+
+
+class NothingToRevert(AmpSyncError):
+    """The sync has no run whose changes can be reverted."""
+
+
+def revert_changes(key: str, current: Doc, previous: Doc) -> list[FieldChange]:
+    """What to send so that `key`'s properties go back from `current` to `previous`."""
+    changes = []
+    for prop, (op, value) in current.items():
+        if prop == USER_LINK:
+            continue  # a device stays with its user: Amplitude cannot unlink them
+        before = previous.get(prop)
+        old = before[1] if before else None
+        if before is not None and same_field(before, [op, value]):
+            continue
+        if op in _LIST_UNDO:
+            if value is not None:  # undo what the run sent, item for item
+                changes.append(FieldChange(key, prop, str(_LIST_UNDO[Operation(op)]), value, value, False))
+        elif old is None:
+            if value is not None:  # first set by that run: clear it
+                changes.append(FieldChange(key, prop, str(Operation.SET), value, None, False))
+        elif op == Operation.SET_ONCE:
+            continue  # Amplitude kept the first value; that run changed nothing
+        else:
+            changes.append(FieldChange(key, prop, op, value, old, False))
+    return changes
+
+
+def check_revertible(config: SyncConfig) -> None:
+    """Event syncs cannot be reverted: Amplitude's events are immutable."""
+    if not config.sync.is_profile:
+        raise AmpSyncError(
+            "an event sync cannot be reverted: Amplitude's events are immutable once ingested "
+            "(Amplitude's own tools can delete them, by user, from its User Privacy API)"
+        )
+
+
+def last_run(store: StateStore | None) -> int:
+    """The run a revert would undo, or NothingToRevert."""
+    run_id = store.last_changed_run() if store else None
+    if run_id is None:
+        raise NothingToRevert("nothing to revert: no run of this sync has changed anything in Amplitude yet")
+    return run_id
+
+
+def plan_revert(config: SyncConfig, store: StateStore, spool: Spool | None, partitions: int = 1) -> Plan:
+    """Plan the revert of the last run that changed anything; spool its updates when sending."""
+    check_revertible(config)
+    run_id = last_run(store)
+    plan = Plan(reverts_run=run_id)
+    sync = config.sync
+    for piece in store.touched(run_id):
+        for key, doc, prev, seq in piece:
+            plan.rows_read += 1
+            current: Doc = json.loads(doc)
+            previous: Doc = json.loads(prev) if prev else {}
+            changes = revert_changes(key, current, previous)
+            if not changes:
+                plan.unchanged += 1
+                continue
+            plan.changed += 1
+            item = identification(sync.object, key, current, changes, sync.options.group_type)
+            _note(plan, key, item, changes)
+            if spool is not None:
+                restored = canonical(previous)
+                commit = (restored, digest(key, restored), NO_RAW, seq + 1, doc)
+                spool_update(spool, sync, partitions, key, item, commit)
+    if sync.options.synthetic_event:
+        plan.synthetic = plan.changed
+    return plan
+
+
+def _note(plan: Plan, key: str, item: dict[str, Any], changes: list[FieldChange]) -> None:
+    for change in changes:
+        plan.property_counts[change.property] += 1
+    room = SAMPLE_LIMIT - len(plan.sample)
+    if room > 0:
+        plan.sample += changes[:room]
+        plan.payloads[key] = item
