@@ -13,10 +13,11 @@ from typing import TextIO
 from amp_sync import __version__
 from amp_sync.amplitude import DEFAULT_ATTEMPTS, RetryPolicy
 from amp_sync.config import SyncConfig, load_config
-from amp_sync.credentials import check_keys
+from amp_sync.credentials import check_keys, event_activity
 from amp_sync.errors import AmpSyncError, ConfigError
-from amp_sync.runner import Progress, Report, RunOptions, preview, run
+from amp_sync.runner import Progress, Report, RunOptions, preview, preview_revert, revert, run
 from amp_sync.state import home_dir
+from amp_sync.views import report_notes
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 
@@ -54,12 +55,19 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("file", type=Path, help="the sync file (TOML)")
         cmd.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         cmd.set_defaults(handler=handler)
-    run_cmd = sub.choices["run"]
-    run_cmd.add_argument("--concurrency", type=_positive, default=4, help="requests in flight (4)")
-    run_cmd.add_argument(
-        "--attempts", type=_positive, default=DEFAULT_ATTEMPTS,
-        help=f"tries per request before its rows count as failed ({DEFAULT_ATTEMPTS})",
-    )  # fmt: skip
+    text = "undo the last run that changed anything: send back the values it replaced"
+    cmd = sub.add_parser("revert", help=text, description=text)
+    cmd.add_argument("file", type=Path, help="the sync file (TOML)")
+    cmd.add_argument("--preview", action="store_true", help="show what the revert would send; send nothing")
+    cmd.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    cmd.set_defaults(handler=_revert)
+    for name in ("run", "revert"):
+        sending = sub.choices[name]
+        sending.add_argument("--concurrency", type=_positive, default=4, help="requests in flight (4)")
+        sending.add_argument(
+            "--attempts", type=_positive, default=DEFAULT_ATTEMPTS,
+            help=f"tries per request before its rows count as failed ({DEFAULT_ATTEMPTS})",
+        )  # fmt: skip
     check = sub.add_parser("check", help="check the destination's keys; ingests nothing")
     check.add_argument("file", type=Path)
     check.set_defaults(handler=_check)
@@ -116,6 +124,9 @@ def _preview(args: argparse.Namespace) -> int:
     finally:
         line.close()
     _print_report(report, config, args.json)
+    synthetic = config.sync.options.synthetic_event
+    if synthetic and not args.json:
+        print(f"  {event_activity(config.destination, synthetic).message}")
     return EXIT_OK
 
 
@@ -128,12 +139,37 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         line.close()
     _print_report(report, config, args.json)
+    return _delivery_status(report, "run again to retry them")
+
+
+def _revert(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    if args.preview:
+        report = preview_revert(config, home_dir())
+        _print_report(report, config, args.json)
+        return EXIT_OK
+    options = RunOptions(concurrency=args.concurrency, policy=RetryPolicy(attempts=args.attempts))
+    line = ProgressLine(args.json)
+    try:
+        report = revert(config, home_dir(), options, progress=line)
+    finally:
+        line.close()
+    _print_report(report, config, args.json)
+    return _delivery_status(report, "revert again to retry them")
+
+
+def _delivery_status(report: Report, retry: str) -> int:
+    reasons = report.failure_reasons
     if report.failed:
-        reasons = "; ".join(f"{_rows(n, verb=False)}: {r}" for r, n in report.failure_reasons.items())
-        print(f"amp-sync: {_rows(report.failed)} not delivered ({reasons or 'stopped'}); "
-              "run again to retry them", file=sys.stderr)  # fmt: skip
-        return EXIT_FAILED
-    return EXIT_OK
+        said = "; ".join(f"{_rows(n, verb=False)}: {r}" for r, n in reasons.items() if "synthetic" not in r)
+        print(
+            f"amp-sync: {_rows(report.failed)} not delivered ({said or 'stopped'}); {retry}", file=sys.stderr
+        )
+    if report.synthetic_failed:
+        said = "; ".join(r for r in reasons if "synthetic" in r)
+        print(f"amp-sync: {report.synthetic_failed:,} synthetic events not delivered ({said}); their "
+              "profiles were updated and show on the users' next events", file=sys.stderr)  # fmt: skip
+    return EXIT_OK if report.ok else EXIT_FAILED
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -181,13 +217,20 @@ def _print_report(report: Report, config: SyncConfig, as_json: bool) -> None:
         print(json.dumps(report.to_json(), ensure_ascii=False))
         return
     counts = report.counts()
-    verb = "would send" if report.kind == "preview" else "sent"
-    print(f"{config.sync.name}: {report.plan.rows_read:,} rows read in {report.seconds:.1f} s")
-    print("  " + "  ".join(f"{k} {v:,}" for k, v in counts.items() if k not in ("sent", "failed")))
-    if report.kind == "preview":
-        print(f"  {verb} {report.plan.to_send:,} rows; nothing was sent")
+    plan = report.plan
+    what = "events" if not config.sync.is_profile else "rows"
+    if plan.reverts_run is not None:
+        print(f"{config.sync.name}: reverting run #{plan.reverts_run}, which changed {plan.rows_read:,} keys")
     else:
-        print(f"  {verb} {report.sent:,} rows in {report.requests:,} requests; failed {report.failed:,}")
+        print(f"{config.sync.name}: {plan.rows_read:,} rows read in {report.seconds:.1f} s")
+    hidden = ("sent", "failed", "synthetic_sent", "synthetic_failed", "reverts_run")
+    print("  " + "  ".join(f"{k} {v:,}" for k, v in counts.items() if k not in hidden))
+    if report.is_preview:
+        print(f"  would send {plan.to_send:,} {what}; nothing was sent")
+    else:
+        print(f"  sent {report.sent:,} {what} in {report.requests:,} requests; failed {report.failed:,}")
+    for line in report_notes(report, config):
+        print(f"  {line}")
     _print_rejections(report, sys.stdout)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from enum import StrEnum
 
 import requests
 
@@ -92,3 +93,64 @@ def _is_json_object(text: str) -> bool:
 
 def _where(destination: Destination) -> str:
     return destination.endpoint or f"Amplitude ({destination.region.upper()})"
+
+
+class Activity(StrEnum):
+    """Whether Amplitude counts an event type toward active users (Data → Events → Activity)."""
+
+    INACTIVE = "inactive"
+    ACTIVE = "active"
+    NOT_SEEN = "not seen"  # the project has no such event yet
+    UNCHECKED = "unchecked"  # no secret key: the event list cannot be read
+    UNKNOWN = "unknown"  # the event list could not be read
+
+
+@dataclass(frozen=True, slots=True)
+class EventActivity:
+    """The activity of the synthetic event type, with what to do about it in words."""
+
+    activity: Activity
+    message: str
+
+
+HOW_TO_MARK_INACTIVE = (
+    "in Amplitude, open Data → Events, tick the event and choose Edit Activity → Inactive, so it "
+    "does not count users as active"
+)
+
+
+def event_activity(destination: Destination, event_type: str, timeout: float = 15.0) -> EventActivity:
+    """Read the event type's `non_active` flag from /api/2/events/list (needs the secret key)."""
+    if not destination.secret_key:
+        return EventActivity(
+            Activity.UNCHECKED,
+            f"add the project's secret key to the destination to check that {event_type!r} is "
+            f"inactive; {HOW_TO_MARK_INACTIVE}",
+        )
+    url = f"{destination.rest_url}/api/2/events/list"
+    auth = (destination.api_key.reveal(), destination.secret_key.reveal())
+    try:
+        resp = requests.get(url, auth=auth, timeout=timeout)
+        listed = resp.json().get("data") if resp.status_code == 200 else None
+    except (requests.RequestException, ValueError, AttributeError):
+        listed = None
+    if not isinstance(listed, list):
+        return EventActivity(
+            Activity.UNKNOWN,
+            f"could not read the project's event list from {_where(destination)} to check "
+            f"{event_type!r}; {HOW_TO_MARK_INACTIVE}",
+        )
+    found = next((e for e in listed if isinstance(e, dict) and e.get("name") == event_type), None)
+    if found is None:
+        return EventActivity(
+            Activity.NOT_SEEN,
+            f"{event_type!r} is not in the project yet: its first events arrive with this run; "
+            f"then {HOW_TO_MARK_INACTIVE}",
+        )
+    if found.get("non_active") is True:
+        return EventActivity(Activity.INACTIVE, f"{event_type!r} is marked inactive in Amplitude")
+    return EventActivity(
+        Activity.ACTIVE,
+        f"{event_type!r} is active in Amplitude, so every user it reaches counts as active: "
+        f"{HOW_TO_MARK_INACTIVE}",
+    )

@@ -93,7 +93,10 @@ class Spool:
         self.flush()
         self._db.execute("CREATE INDEX IF NOT EXISTS pending_part ON pending (part, channel, rowid)")
         marks = ",".join("?" * len(follow_ups))
-        sql = f"SELECT count(*) FROM pending WHERE key NOT IN (SELECT key FROM dropped) AND channel NOT IN ({marks})"
+        sql = (
+            "SELECT count(*) FROM pending WHERE key NOT IN (SELECT key FROM dropped) "
+            f"AND channel NOT IN ({marks})"
+        )
         return int(self._db.execute(sql, follow_ups).fetchone()[0])
 
     def partition(self, part: int, channel: str) -> Iterator[Pending]:

@@ -8,9 +8,10 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from amp_sync.config import SyncConfig
 from amp_sync.plan import SAMPLE_LIMIT, FieldChange, Plan, Rejection
 from amp_sync.runner import Progress, Report
 from amp_sync.state import RunRecord
@@ -210,3 +211,31 @@ def run_label(sync: str, record: RunRecord) -> str:
     """How a run is named in a picker."""
     rejected = record.counts.get("rejected", 0)
     return f"{sync} · run {record.id} · {local_time(record.started_at)} · {rejected:,} rejected"
+
+
+def event_time_text(ms: int) -> str:
+    """An event time as the pages and the CLI show it: UTC, to the minute."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+VOLUME_WARNING = "backfilled events count toward your event volume and can take up to 48 hours to appear"
+EDITED_ROWS_WARNING = "without insert_id_column, a row edited after it was sent arrives as a new event"
+
+
+def report_notes(report: Report, config: SyncConfig) -> list[str]:
+    """What a user should know about this sync's objects and options, beyond the counts."""
+    plan, options, out = report.plan, config.sync.options, []
+    events = not config.sync.is_profile
+    if events and plan.first_time is not None and plan.last_time is not None:
+        out.append(f"events from {event_time_text(plan.first_time)} to {event_time_text(plan.last_time)}")
+    if events and plan.to_send:
+        out.append(VOLUME_WARNING)
+    if events and not options.insert_id_column:
+        out.append(EDITED_ROWS_WARNING)
+    if options.synthetic_event and plan.synthetic:
+        verb = "would send" if report.is_preview else f"sent {report.synthetic_sent:,} of"
+        out.append(
+            f"{verb} {plan.synthetic:,} {options.synthetic_event!r} events, one per updated profile "
+            "(mark it inactive in Amplitude; it still counts toward event volume)"
+        )
+    return out
