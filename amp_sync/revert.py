@@ -65,6 +65,10 @@ def revert_changes(key: str, current: Doc, previous: Doc) -> list[FieldChange]:
             continue  # Amplitude kept the first value; that run changed nothing
         else:
             changes.append(FieldChange(key, prop, op, value, old, False))
+    for prop, (op, old) in previous.items():
+        if prop not in current and prop != USER_LINK and old is not None:
+            # Not in the fields now (a revert cleared the key): send it again as on a first sync.
+            changes.append(FieldChange(key, prop, op, None, old, True))
     return changes
 
 

@@ -83,6 +83,7 @@ def sync_file_text(
     key: str = "user_id",
     extra_sync: str = "",
     api_key: str = SANDBOX_API_KEY,
+    behavior: str | None = "update_or_create",
 ) -> str:
     """A complete sync file."""
     maps = "".join(
@@ -105,7 +106,7 @@ sql = """{sql}"""
 [sync]
 name = "{name}"
 object = "{object_}"
-behavior = "update_or_create"
+{f'behavior = "{behavior}"' if behavior else ""}
 key = "{key}"
 {extra_sync}
 {maps}'''

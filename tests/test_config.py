@@ -141,3 +141,111 @@ def test_missing_columns_are_named_with_what_the_model_returns() -> None:
 def test_load_config_missing_file(tmp_path) -> None:
     with pytest.raises(ConfigError, match="sync file not found"):
         load_config(tmp_path / "nope.toml")
+
+
+EVENTS = """
+[source]
+url = "sqlite:///warehouse.db"
+
+[destination]
+name = "Amplitude"
+api_key = "k"
+region = "us"
+
+[model]
+name = "events"
+sql = "select user_id, name, at, event_id, amount from events"
+
+[sync]
+name = "events"
+object = "event"
+key = "user_id"
+event_type_column = "name"
+time_column = "at"
+insert_id_column = "event_id"
+
+[[sync.mappings]]
+column = "amount"
+property = "amount"
+"""
+
+
+def test_an_event_sync_file_parses_with_its_defaults() -> None:
+    sync = parse_config(EVENTS, {}).sync
+    assert sync.object is SyncObject.EVENT and sync.behavior == "insert" and not sync.is_profile
+    o = sync.options
+    assert (o.id_type, o.event_type, o.event_type_column, o.time_column) == ("user", None, "name", "at")
+    assert o.insert_id_column == "event_id" and o.skip_user_properties_sync is True
+    assert parse_config(EVENTS, {}).required_columns() == ("user_id", "name", "at", "event_id", "amount")
+    without_mappings = parse_config(EVENTS.split("[[sync.mappings]]")[0], {}).sync
+    assert without_mappings.mappings == ()
+
+
+def test_a_group_sync_file_parses() -> None:
+    text = GOOD.replace('object = "device"', 'object = "group"\ngroup_type = "company"')
+    text = text.replace('user_key = "uid"\n', "")
+    sync = parse_config(text, ENV).sync
+    assert sync.object is SyncObject.GROUP and sync.options.group_type == "company"
+    assert sync.key_label == "group value"
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (EVENTS.replace('time_column = "at"\n', ""), "event syncs need [sync].time_column"),
+        (EVENTS.replace('event_type_column = "name"\n', ""), "exactly one of [sync].event_type"),
+        (
+            EVENTS.replace('event_type_column = "name"', 'event_type_column = "name"\nevent_type = "Paid"'),
+            "exactly one of [sync].event_type",
+        ),
+        (EVENTS.replace('event_type_column = "name"', 'event_type = "$identify"'), "reserved by Amplitude"),
+        (
+            EVENTS.replace('key = "user_id"', 'key = "user_id"\nid_type = "account"'),
+            "[sync].id_type must be one of",
+        ),
+        (
+            EVENTS.replace('key = "user_id"', 'key = "user_id"\nuser_key = "uid"'),
+            "only for events keyed on device ids",
+        ),
+        (
+            EVENTS.replace('key = "user_id"', 'key = "user_id"\nbehavior = "update_or_create"'),
+            "[sync].behavior of 'event' syncs is \"insert\"",
+        ),
+        (
+            EVENTS.replace('property = "amount"', 'property = "amount"\nop = "$add"'),
+            "event properties are sent as they are",
+        ),
+        (
+            EVENTS.replace('time_column = "at"', 'time_column = "at"\nskip_user_properties_sync = "yes"'),
+            "skip_user_properties_sync must be true or false",
+        ),
+        (
+            EVENTS.replace('time_column = "at"', 'time_column = "at"\nsynthetic_event = "Updated"'),
+            '[sync].synthetic_event is only for "user" or "device" syncs',
+        ),
+        (
+            GOOD.replace('object = "device"', 'object = "group"').replace('user_key = "uid"\n', ""),
+            "group syncs need [sync].group_type",
+        ),
+        (
+            GOOD.replace('op = "$add"', 'op = "$remove"')
+            .replace('object = "device"', 'object = "group"\ngroup_type = "co"')
+            .replace('user_key = "uid"\n', ""),
+            "group properties take $set, $setOnce, $add, $append, $prepend, not '$remove'",
+        ),
+        (
+            GOOD.replace('object = "device"', 'object = "user"\ngroup_type = "co"').replace(
+                'user_key = "uid"\n', ""
+            ),
+            "[sync].group_type is only for \"group\" syncs, not 'user' ones",
+        ),
+        (
+            GOOD.replace('object = "device"', 'object = "device"\nsynthetic_event = "[Amplitude] Updated"'),
+            "reserved by Amplitude",
+        ),
+    ],
+)
+def test_each_object_says_what_it_needs(text, words) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, ENV)
+    assert any(words in p for p in err.value.problems), err.value.problems
