@@ -25,6 +25,10 @@ from amp_sync.snapshot import digest, key_hash
 from amp_sync.values import MAX_STRING, Invalid, to_id, to_json
 
 EVENT_SAMPLE = 1000  # events shown in a preview
+IDENTICAL_ROW = (
+    "the same user, event type, time and properties as an earlier row: one event, sent once "
+    "(add an insert_id_column if these are distinct events)"
+)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
@@ -193,11 +197,29 @@ class EventPlanner(Planner):
             self.spool.add(dedup, part, event, text, digest(dedup, text), 0, 1, Channel.BATCH)
 
     def repeat_reason(self, key: str, times: int) -> str:
-        """Two rows with one insert_id: Amplitude would keep only the first that arrives."""
-        return (
-            f"the insert id appears {times} times in the model (identical rows, or a repeated "
-            "insert_id_column value); none of these rows is sent"
-        )
+        """Rows sharing an insert_id_column value: which one is the event is unknowable."""
+        return f"the insert id appears {times} times in the model; none of these rows is sent"
+
+    def _reject_repeats(self, repeated: dict[int, str]) -> list[int]:
+        """Without an insert_id column, a repeated id means identical rows: one event, sent once.
+
+        Amplitude would keep only one of them anyway (they share the insert_id); each copy after
+        the first is reported, so nothing is dropped silently.
+        """
+        if self.events.insert_at is not None:
+            return super()._reject_repeats(repeated)
+        first: set[str] = set()
+        copies = []
+        for at in sorted(repeated):
+            key = repeated[at]
+            if key in first:
+                copies.append(at)
+                self.plan.rejections.append(Rejection(key, IDENTICAL_ROW))
+            else:
+                first.add(key)
+        if self.spool is not None:
+            self.spool.keep_first(first)
+        return copies
 
     def _count(self, kinds: np.ndarray, sigs: np.ndarray) -> None:
         counts = np.bincount(kinds, minlength=4)

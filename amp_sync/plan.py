@@ -427,9 +427,9 @@ class Planner:
         unique = ordered[np.concatenate(([True], ~same))] if len(ordered) else ordered
         del ordered, same
         repeated = self._repeated_rows(hashes, twice)
-        self._reject_repeats(repeated)
+        excluded = self._reject_repeats(repeated)
         keep = np.ones(len(hashes), dtype=bool)
-        keep[list(repeated)] = False
+        keep[excluded] = False
         self._count(kinds[keep], sigs[keep])
         self.plan.removed = self.index.missing_from(unique)
         if self.config.sync.options.synthetic_event:
@@ -447,7 +447,8 @@ class Planner:
         times = Counter(keys)
         return {int(i): k for i, k in zip(candidates, keys, strict=True) if times[k] > 1}
 
-    def _reject_repeats(self, repeated: dict[int, str]) -> None:
+    def _reject_repeats(self, repeated: dict[int, str]) -> list[int]:
+        """Reject every row of a repeated key; returns the row positions left out of the counts."""
         for key, times in Counter(repeated.values()).items():
             self.plan.rejections += [Rejection(key, self.repeat_reason(key, times))] * times
             self.bad.pop(key, None)
@@ -458,6 +459,7 @@ class Planner:
         if dropped:
             self.plan.sample = [c for c in self.plan.sample if c.key not in dropped]
             self.plan.payloads = {k: v for k, v in self.plan.payloads.items() if k not in dropped}
+        return list(repeated)
 
     def repeat_reason(self, key: str, times: int) -> str:
         """Why the rows of a key that the model returns more than once are not sent."""

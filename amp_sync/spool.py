@@ -6,7 +6,7 @@ import json
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,17 @@ class Spool:
     def drop(self, key: str) -> None:
         """Never send `key` (all its rows were rejected after it was spooled)."""
         self._db.execute("INSERT OR IGNORE INTO dropped VALUES (?)", (key,))
+
+    def keep_first(self, keys: Iterable[str]) -> None:
+        """Send only the first row spooled for each of `keys` (the others repeat it exactly)."""
+        self.flush()
+        with self._lock:
+            self._db.execute("CREATE TEMP TABLE IF NOT EXISTS once (key TEXT PRIMARY KEY)")
+            self._db.executemany("INSERT OR IGNORE INTO once VALUES (?)", ((k,) for k in keys))
+            self._db.execute(
+                "DELETE FROM pending WHERE key IN (SELECT key FROM once) AND rowid NOT IN "
+                "(SELECT min(rowid) FROM pending WHERE key IN (SELECT key FROM once) GROUP BY key)"
+            )
 
     def flush(self) -> None:
         """Write buffered rows to disk."""

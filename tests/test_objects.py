@@ -510,3 +510,43 @@ def test_nothing_to_revert_without_a_state(sqlite_warehouse, sandbox, home, writ
     with pytest.raises(NothingToRevert):
         revert(config, home)
     assert history(home, config.sync.name) == []
+
+
+def test_identical_event_rows_are_one_event_sent_once_and_each_copy_is_reported(
+    sqlite_warehouse, sandbox, home, write_sync
+):
+    make_events(sqlite_warehouse, [*EVENTS[:3], EVENTS[1], EVENTS[1]])
+    config = load_config(event_sync(write_sync, sqlite_warehouse, sandbox, insert_ids=False))
+    report = run(config, home)
+    assert (report.plan.new, report.sent) == (3, 3)
+    assert [r.reason for r in report.rejections] == [
+        "the same user, event type, time and properties as an earlier row: one event, sent once "
+        "(add an insert_id_column if these are distinct events)"
+    ] * 2
+    assert sorted(e["event_type"] for e in sandbox.store.events()) == ["Paid", "Paid", "Signed Up"]
+    assert run(config, home).sent == 0
+
+
+def test_a_repeated_insert_id_column_value_sends_none_of_its_rows(
+    sqlite_warehouse, sandbox, home, write_sync
+):
+    make_events(sqlite_warehouse, [*EVENTS[:3], {**EVENTS[2], "amount": 10}])
+    report = run(load_config(event_sync(write_sync, sqlite_warehouse, sandbox)), home)
+    assert (report.plan.new, report.sent) == (2, 2)
+    assert [(r.key, r.reason) for r in report.rejections] == [
+        ("evt-0003", "the insert id appears 2 times in the model; none of these rows is sent")
+    ] * 2
+
+
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly(
+    sqlite_warehouse, sandbox, home, write_sync
+):
+    rows = [{**EVENTS[1], "event_id": f"e-{i}", "user_id": "x"} for i in range(3000)]  # 3,000 rejected
+    make_events(sqlite_warehouse, rows)
+    path = event_sync(write_sync, sqlite_warehouse, sandbox)
+    env = {**os.environ, "AMP_SYNC_HOME": str(home)}
+    # About 200 kB of JSON, more than a pipe holds: the writer meets the closed pipe.
+    command = f"{sys.executable} -m amp_sync preview {path} --json | head -c 100"
+    done = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=60)
+    assert done.stdout.startswith('{"new": 0')
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
