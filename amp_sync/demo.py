@@ -2,7 +2,11 @@
 
 Tables: `plans`, `users`, `devices`, `payments`, `events`. Everything is drawn from
 `random.Random(seed)` and anchored on the fixed date `AS_OF`, so one seed gives the same
-table contents on every run and machine. Events cover the 90 days before `AS_OF`.
+table contents on every run and machine. Events cover the 90 days before `AS_OF`; each has a
+unique `event_id` (an insert_id for a backfill) and the `device_id` it came from, one of its
+user's devices. Users' `company` names a company with many users (a group for Amplitude's
+Accounts). The event devices are drawn last, so every other column is the same as it was
+before `events.device_id` was added.
 
 Dirty rows are planted on purpose, so a sync shows what Amplitude refuses and why:
 
@@ -97,7 +101,8 @@ _DDL = {
     "devices": "device_id VARCHAR, user_id VARCHAR, platform VARCHAR, last_seen_at TIMESTAMP",
     "payments": "payment_id VARCHAR, user_id VARCHAR, paid_at TIMESTAMP, amount DECIMAL(12,2), "
     "currency VARCHAR, status VARCHAR",
-    "events": "event_id VARCHAR, user_id VARCHAR, event_type VARCHAR, occurred_at TIMESTAMP",
+    "events": "event_id VARCHAR, user_id VARCHAR, event_type VARCHAR, occurred_at TIMESTAMP, "
+    "device_id VARCHAR",
 }
 
 
@@ -148,13 +153,16 @@ def demo_url(path: Path = DEFAULT_DEMO_PATH) -> str:
 def _tables(rng: random.Random, count: int) -> dict[str, pd.DataFrame]:
     """Generate every table, in a fixed order so the random stream is reproducible."""
     people = _with_dirty_rows(rng, _clean_users(rng, count))
-    return {
+    frames = {
         "plans": _plans_frame(),
         "users": _users_frame(people),
         "devices": _devices_frame(rng, people),
         "payments": _payments_frame(rng, people),
         "events": _events_frame(rng, people),
     }
+    # Drawn after everything else, so adding this column changed no other value.
+    frames["events"]["device_id"] = _event_devices(rng, frames["events"], frames["devices"])
+    return frames
 
 
 def _write(path: Path, frames: dict[str, pd.DataFrame]) -> None:
@@ -367,3 +375,15 @@ def _event_count(rng: random.Random, person: _User, share_of_window: float) -> i
         return 0
     heavy_tail = rng.paretovariate(1.4) * 12 * _ACTIVITY[person.plan_id]
     return min(1_500, int(heavy_tail * share_of_window))
+
+
+def _event_devices(rng: random.Random, events: pd.DataFrame, devices: pd.DataFrame) -> list[str]:
+    """The device each event came from: one of its user's devices, the first one most often."""
+    owned: dict[str | None, list[str]] = {}
+    for device_id, user_id in zip(devices["device_id"], devices["user_id"], strict=True):
+        owned.setdefault(user_id, []).append(device_id)
+    picks = []
+    for user_id in events["user_id"]:
+        choices = owned[user_id]
+        picks.append(choices[0] if len(choices) == 1 or rng.random() < 0.6 else rng.choice(choices))
+    return picks

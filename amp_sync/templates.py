@@ -1,7 +1,8 @@
 """Starter models: SQL a user can pick, run against the demo warehouse, then adapt to their own.
 
-Each model returns one row per `users` row (LEFT JOINs onto pre-aggregated facts), so every
+Each user model returns one row per `users` row (LEFT JOINs onto pre-aggregated facts), so every
 user appears, dirty ones included, and a duplicated id stays duplicated for the sync to flag.
+The company model returns one row per company (a group), the events model one row per event.
 Dates are measured from the demo's fixed `AS_OF` as a literal; on a live warehouse, swap the
 literal for `CURRENT_DATE`. The SQL sticks to what DuckDB and PostgreSQL both accept (no
 `FILTER`, no `now()`; `DATE - DATE` for whole days) and is a single read-only statement.
@@ -12,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from amp_sync.config import SyncObject
 from amp_sync.demo import AS_OF
 
 _AS_OF = f"DATE '{AS_OF.isoformat()}'"
@@ -25,7 +27,7 @@ def _days_before(days: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ModelTemplate:
-    """A ready-made model: its SQL, the Amplitude User ID column, and suggested mappings."""
+    """A ready-made model: its SQL, what a row is in Amplitude, its key column, suggested mappings."""
 
     name: str
     title: str
@@ -33,6 +35,7 @@ class ModelTemplate:
     sql: str
     key: str
     mappings: tuple[tuple[str, str], ...]
+    object: SyncObject = SyncObject.USER
 
 
 _LIFETIME_VALUE = ModelTemplate(
@@ -154,11 +157,64 @@ LEFT JOIN recent AS r ON r.user_id = u.user_id""",
     ),
 )
 
+_COMPANY_ACCOUNTS = ModelTemplate(
+    name="company_accounts",
+    title="Companies (groups)",
+    description="One row per company: its seats, paying seats, monthly recurring revenue, "
+    'status and the day its first user signed up, for a group sync of type "company".',
+    sql="""\
+SELECT
+    u.company,
+    COUNT(*) AS seats,
+    SUM(CASE WHEN p.monthly_price > 0 THEN 1 ELSE 0 END) AS paying_seats,
+    SUM(p.monthly_price) AS mrr,
+    CASE
+        WHEN SUM(CASE WHEN p.monthly_price > 0 THEN 1 ELSE 0 END) > 0 THEN 'customer'
+        WHEN SUM(CASE WHEN p.is_trial THEN 1 ELSE 0 END) > 0 THEN 'trial'
+        ELSE 'free'
+    END AS account_status,
+    CAST(MIN(u.signup_at) AS DATE) AS customer_since
+FROM users AS u
+JOIN plans AS p ON p.plan_id = u.plan_id
+WHERE u.company IS NOT NULL
+GROUP BY u.company""",
+    key="company",
+    mappings=(
+        ("seats", "seats"),
+        ("paying_seats", "paying_seats"),
+        ("mrr", "mrr"),
+        ("account_status", "account_status"),
+        ("customer_since", "customer_since"),
+    ),
+    object=SyncObject.GROUP,
+)
+
+_PRODUCT_EVENTS = ModelTemplate(
+    name="product_events",
+    title="Product events (backfill)",
+    description="One row per product event: its id (the insert_id), user, type, time and the "
+    "platform of the device it came from, for an event sync.",
+    sql="""\
+SELECT
+    e.event_id,
+    e.user_id,
+    e.event_type,
+    e.occurred_at,
+    d.platform
+FROM events AS e
+LEFT JOIN devices AS d ON d.device_id = e.device_id""",
+    key="user_id",
+    mappings=(("platform", "platform"),),
+    object=SyncObject.EVENT,
+)
+
 STARTER_MODELS: tuple[ModelTemplate, ...] = (
     _LIFETIME_VALUE,
     _TRIAL_END,
     _BECAME_ACTIVE,
     _KEY_ACTIONS,
+    _COMPANY_ACCOUNTS,
+    _PRODUCT_EVENTS,
 )
 
 

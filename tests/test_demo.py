@@ -13,6 +13,7 @@ import duckdb
 import pytest
 import sqlalchemy as sa
 
+from amp_sync.config import SyncObject
 from amp_sync.demo import (
     AS_OF,
     build_demo_warehouse,
@@ -158,7 +159,41 @@ def test_demo_url_is_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert demo_url() == f"duckdb:///{expected}"
 
 
-@pytest.mark.parametrize("model", STARTER_MODELS, ids=lambda model: model.name)
+USER_MODELS = [model for model in STARTER_MODELS if model.object is SyncObject.USER]
+
+
+def test_every_event_comes_from_one_of_its_users_devices(full_demo: Path) -> None:
+    [(events, matched)] = rows(
+        full_demo,
+        "SELECT count(*), count(d.device_id) FROM events AS e JOIN devices AS d "
+        "ON d.device_id = e.device_id AND d.user_id IS NOT DISTINCT FROM e.user_id",
+    )
+    assert events == matched
+    [(ids, platforms)] = rows(
+        full_demo,
+        "SELECT count(DISTINCT event_id) = count(*), count(DISTINCT platform) FROM events "
+        "JOIN devices USING (device_id)",
+    )
+    assert ids and platforms == 5
+
+
+def test_adding_event_devices_left_every_other_value_as_it_was(tmp_path: Path) -> None:
+    # Values from the build before events.device_id existed: the new column is drawn last.
+    path = build_demo_warehouse(tmp_path / "w.duckdb", users=200, seed=7)
+    picked = rows(
+        path,
+        "SELECT event_id, user_id, event_type, occurred_at FROM events "
+        "WHERE event_id IN ('evt_0000001', 'evt_0002000', 'evt_0005645') ORDER BY event_id",
+    )
+    assert picked == [
+        ("evt_0000001", "u_000001", "Login", datetime(2026, 10, 17, 2, 45, 16)),
+        ("evt_0002000", "u_000071", "Login", datetime(2026, 8, 24, 10, 41, 57)),
+        ("evt_0005645", "u_000001", "Login", datetime(2026, 10, 26, 21, 45, 58)),
+    ]
+    assert rows(path, "SELECT count(*) FROM events") == [(5645,)]
+
+
+@pytest.mark.parametrize("model", USER_MODELS, ids=lambda model: model.name)
 def test_template_returns_one_row_per_user(engine: sa.Engine, model: ModelTemplate) -> None:
     with engine.connect() as conn:
         result = conn.execute(sa.text(model.sql))
@@ -197,6 +232,29 @@ def test_key_actions_in_7_days_are_within_30_days(engine: sa.Engine) -> None:
         counts = conn.execute(sa.text(template("key_actions").sql)).fetchall()
     assert all(0 <= week <= month for _, week, month in counts)
     assert any(week > 0 for _, week, _ in counts)
+
+
+def test_company_template_has_one_row_per_company(engine: sa.Engine) -> None:
+    model = template("company_accounts")
+    with engine.connect() as conn:
+        got = conn.execute(sa.text(model.sql)).mappings().fetchall()
+        [(companies, users)] = conn.execute(
+            sa.text("SELECT count(DISTINCT company), count(company) FROM users")
+        ).fetchall()
+    assert model.object is SyncObject.GROUP and model.key == "company"
+    assert len(got) == companies and sum(row["seats"] for row in got) == users
+    assert {column for column, _ in model.mappings} <= set(got[0])
+    assert all(0 <= row["paying_seats"] <= row["seats"] for row in got)
+
+
+def test_events_template_has_one_row_per_event_with_its_platform(engine: sa.Engine) -> None:
+    model = template("product_events")
+    with engine.connect() as conn:
+        got = conn.execute(sa.text(model.sql)).mappings().fetchall()
+        [(events,)] = conn.execute(sa.text("SELECT count(*) FROM events")).fetchall()
+    assert model.object is SyncObject.EVENT
+    assert len(got) == len({row["event_id"] for row in got}) == events
+    assert all(row["platform"] is not None for row in got)
 
 
 def test_unknown_template_names_the_choices() -> None:
