@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -136,31 +136,28 @@ def _preview(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = load_config(args.file)
-    options = RunOptions(concurrency=args.concurrency, policy=RetryPolicy(attempts=args.attempts))
-    line = ProgressLine(args.json)
-    try:
-        report = run(config, home_dir(), options, progress=line)
-    finally:
-        line.close()
-    _print_report(report, config, args.json)
-    return _delivery_status(report, "run again to retry them")
+    return _send(args, run, "run again to retry them")
 
 
 def _revert(args: argparse.Namespace) -> int:
-    config = load_config(args.file)
     if args.preview:
-        report = preview_revert(config, home_dir())
-        _print_report(report, config, args.json)
+        config = load_config(args.file)
+        _print_report(preview_revert(config, home_dir()), config, args.json)
         return EXIT_OK
+    return _send(args, revert, "revert again to retry them")
+
+
+def _send(args: argparse.Namespace, action: Callable[..., Report], retry: str) -> int:
+    """Run or revert with the command line's options; the exit status says what was delivered."""
+    config = load_config(args.file)
     options = RunOptions(concurrency=args.concurrency, policy=RetryPolicy(attempts=args.attempts))
     line = ProgressLine(args.json)
     try:
-        report = revert(config, home_dir(), options, progress=line)
+        report = action(config, home_dir(), options, progress=line)
     finally:
         line.close()
     _print_report(report, config, args.json)
-    return _delivery_status(report, "revert again to retry them")
+    return _delivery_status(report, retry)
 
 
 def _delivery_status(report: Report, retry: str) -> int:

@@ -131,13 +131,7 @@ def run(
     progress: ProgressFn | None = None,
 ) -> Report:
     """Plan, send and commit; every acknowledged batch enters the snapshot at once."""
-    options = options or RunOptions()
-    with run_lock(home, config.sync.name):
-        store = StateStore.open(home, config.sync.name)
-        try:
-            return _run(config, store, options, progress)
-        finally:
-            store.close()
+    return _locked(config, home, options or RunOptions(), progress, "run")
 
 
 def preview_revert(config: SyncConfig, home: Path) -> Report:
@@ -161,13 +155,20 @@ def revert(
     progress: ProgressFn | None = None,
 ) -> Report:
     """Send back what the last run replaced, and record the revert in the history."""
-    options = options or RunOptions()
     check_revertible(config)
+    return _locked(config, home, options or RunOptions(), progress, "revert")
+
+
+def _locked(
+    config: SyncConfig, home: Path, options: RunOptions, progress: ProgressFn | None, kind: str
+) -> Report:
+    """A run or a revert, holding the sync's lock: one at a time per sync."""
     with run_lock(home, config.sync.name):
         store = StateStore.open(home, config.sync.name)
         try:
-            last_run(store)
-            return _run(config, store, options, progress, kind="revert")
+            if kind == "revert":
+                last_run(store)  # says so, before any history entry, when there is nothing to revert
+            return _run(config, store, options, progress, kind)
         finally:
             store.close()
 
