@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from amp_sync.config import SyncConfig
+from amp_sync.config import Sync, SyncConfig, SyncObject
 from amp_sync.plan import SAMPLE_LIMIT, FieldChange, Plan, Rejection
 from amp_sync.runner import Progress, Report
 from amp_sync.state import RunRecord
@@ -70,9 +70,9 @@ def sample_truncated(plan: Plan) -> bool:
     return len(plan.sample) >= SAMPLE_LIMIT
 
 
-def property_rows(counts: Counter[str]) -> list[Row]:
-    """How many users change per property, most first."""
-    return [{"Property": p, "Users": n} for p, n in counts.most_common()]
+def property_rows(counts: Counter[str], label: str = "Users") -> list[Row]:
+    """How many users (or `label`) change per property, most first."""
+    return [{"Property": p, label: n} for p, n in counts.most_common()]
 
 
 def payload_text(item: dict[str, Any]) -> str:
@@ -154,18 +154,22 @@ class ProgressText:
         return fraction, text
 
 
-def result_summary(report: Report) -> tuple[str, str]:
+def result_summary(report: Report, noun: str = "rows") -> tuple[str, str]:
     """The outcome of a run in words, with its level: success or warning."""
-    sent = f"Sent {report.sent:,} rows in {duration(report.seconds)}"
+    sent = f"Sent {report.sent:,} {noun} in {duration(report.seconds)}"
     if report.failed:
         return "warning", (
-            f"{sent}; {report.failed:,} rows were not delivered. They go out on the next run: start it again."
+            f"{sent}; {report.failed:,} {noun} were not delivered. "
+            "They go out on the next run: start it again."
         )
     p = report.plan
     if not (p.rows_read or p.to_send or p.unchanged or p.rejected):
         return "success", "The model returned no rows, so there was nothing to send."
     if report.plan.to_send == 0:
-        return "success", "Nothing to send: Amplitude already has every value."
+        every = "every event of the model" if noun == "events" else "every value"
+        return "success", f"Nothing to send: Amplitude already has {every}."
+    if noun == "events":
+        return "success", f"{sent}. Amplitude has every event of the model."
     return "success", f"{sent}. Amplitude has every new and changed value."
 
 
@@ -184,7 +188,7 @@ def history_rows(runs: Iterable[tuple[str, RunRecord]]) -> list[Row]:
     rows = []
     for sync, r in runs:
         took = r.finished_at - r.started_at if r.finished_at is not None else None
-        row: Row = {"Sync": sync, "Run": r.id, "Started": local_time(r.started_at)}
+        row: Row = {"Sync": sync, "Run": r.id, "Kind": r.kind, "Started": local_time(r.started_at)}
         row["Duration"] = duration(took) if took is not None else "running"
         row.update({name.capitalize(): r.counts.get(name, 0) for name in HISTORY_COUNTS})
         row.update({"Status": r.status, "Message": r.message})
@@ -239,3 +243,86 @@ def report_notes(report: Report, config: SyncConfig) -> list[str]:
             "(mark it inactive in Amplitude; it still counts toward event volume)"
         )
     return out
+
+
+# What the pages add to the notes above: their level, and the words for each object.
+_WARNINGS = (VOLUME_WARNING, EDITED_ROWS_WARNING)
+_NOUNS = {SyncObject.USER: "users", SyncObject.DEVICE: "devices", SyncObject.GROUP: "groups"}
+PROPERTY_NOUNS = {SyncObject.GROUP: "group properties", SyncObject.EVENT: "event properties"}
+
+
+def object_noun(sync: Sync) -> str:
+    """What a sync's rows are, in the plural: users, devices, groups or events."""
+    return _NOUNS.get(sync.object, "events")
+
+
+def note_levels(report: Report, config: SyncConfig) -> list[tuple[str, str]]:
+    """report_notes as a page shows them: a level (info or warning) and a sentence."""
+    out = []
+    for note in report_notes(report, config):
+        warn = note in _WARNINGS or "mark it inactive" in note
+        out.append(("warning" if warn else "info", note[:1].upper() + note[1:] + "."))
+    return out
+
+
+def event_time_exact(ms: int) -> str:
+    """An event time to the second, in UTC (with milliseconds when it has any)."""
+    stamp = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    text = stamp.strftime("%Y-%m-%d %H:%M:%S")
+    return f"{text}.{ms % 1000:03d} UTC" if ms % 1000 else f"{text} UTC"
+
+
+def event_rows(payloads: dict[str, dict[str, Any]]) -> list[Row]:
+    """The events a run sends, one row each: id, event type, time, properties, insert_id."""
+    rows = []
+    for insert_id, event in payloads.items():
+        props = event.get("event_properties")
+        rows.append(
+            {
+                "Id": event.get("user_id") or event.get("device_id") or "",
+                "Event type": event.get("event_type", ""),
+                "Time": event_time_exact(event["time"]) if isinstance(event.get("time"), int) else "",
+                "Properties": json.dumps(props, ensure_ascii=False, sort_keys=True) if props else "",
+                "Insert id": insert_id,
+            }
+        )
+    return rows
+
+
+def filter_events(rows: Sequence[Row], text: str) -> list[Row]:
+    """Event rows whose id, event type or insert id contains `text` (any case)."""
+    needle = text.strip().lower()
+    if not needle:
+        return list(rows)
+    return [r for r in rows if any(needle in r[c].lower() for c in ("Id", "Event type", "Insert id"))]
+
+
+def revert_rows(sample: Iterable[FieldChange]) -> list[Row]:
+    """What a revert sends, field by field: the value in Amplitude now and the one restored."""
+    return [
+        {
+            "Key": c.key,
+            "Property": c.property,
+            "Operation": c.op if c.after is not None else "$unset",
+            "Current value": shown(c.before),
+            "Restored value": shown(c.after),
+        }
+        for c in sample
+    ]
+
+
+def revert_summary(report: Report) -> tuple[str, str]:
+    """The outcome of a revert in words, with its level: success or warning."""
+    p = report.plan
+    run = f"run #{p.reverts_run}" if p.reverts_run is not None else "the last run"
+    if report.failed:
+        return "warning", (
+            f"Reverted {report.sent:,} of {p.to_send:,} keys of {run}; {report.failed:,} were not "
+            "delivered. Revert again to send them."
+        )
+    if p.to_send == 0:
+        return "success", f"Nothing to send: Amplitude already has the values from before {run}."
+    return "success", (
+        f"Reverted {run}: sent {report.sent:,} keys back to their values from before it, "
+        f"in {duration(report.seconds)}."
+    )

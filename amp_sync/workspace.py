@@ -7,7 +7,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,6 +15,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from amp_sync.config import (
+    INSERT,
+    UPDATE_OR_CREATE,
     Destination,
     Mapping_,
     Model,
@@ -24,6 +26,7 @@ from amp_sync.config import (
     Sync,
     SyncConfig,
     SyncObject,
+    SyncOptions,
     parse_config,
 )
 from amp_sync.errors import ConfigError, StateError
@@ -65,6 +68,26 @@ class SavedSync:
     key: str
     mappings: tuple[Mapping_, ...]
     user_key: str | None = None
+    options: SyncOptions = field(default_factory=SyncOptions)
+
+
+def takes_user_key(obj: SyncObject, options: SyncOptions) -> bool:
+    """Device syncs, and event syncs keyed on device ids, may name the user each row belongs to."""
+    return obj is SyncObject.DEVICE or (obj is SyncObject.EVENT and options.id_type == "device")
+
+
+def relevant_options(obj: SyncObject, options: SyncOptions) -> SyncOptions:
+    """Only the options `obj` takes; the others back to their defaults (a form may hold leftovers)."""
+    if obj is SyncObject.GROUP:
+        return SyncOptions(group_type=options.group_type)
+    if obj is SyncObject.EVENT:
+        return replace(options, group_type=None, synthetic_event=None)
+    return SyncOptions(synthetic_event=options.synthetic_event)
+
+
+def behavior_of(obj: SyncObject) -> str:
+    """Events are inserted; profiles are updated or created."""
+    return INSERT if obj is SyncObject.EVENT else UPDATE_OR_CREATE
 
 
 Item = TypeVar("Item", Destination, Warehouse, SavedModel, SavedSync)
@@ -93,11 +116,17 @@ def _sync_out(s: SavedSync) -> dict[str, Any]:
         "name": s.name, "model": s.model, "destination": s.destination, "object": str(s.object),
         "key": s.key, "user_key": s.user_key,
         "mappings": [{"column": m.column, "property": m.property, "op": str(m.op)} for m in s.mappings],
+        "options": asdict(s.options),
     }  # fmt: skip
+
+
+_OPTION_FIELDS = frozenset(f.name for f in fields(SyncOptions))
 
 
 def _sync_in(r: dict[str, Any]) -> SavedSync:
     mappings = tuple(Mapping_(m["column"], m["property"], Operation(m["op"])) for m in r["mappings"])
+    # Files written before a sync had options have none: the defaults are what those syncs did.
+    options = {k: v for k, v in (r.get("options") or {}).items() if k in _OPTION_FIELDS}
     return SavedSync(
         r["name"],
         r["model"],
@@ -106,6 +135,7 @@ def _sync_in(r: dict[str, Any]) -> SavedSync:
         r["key"],
         mappings,
         r.get("user_key"),
+        SyncOptions(**options),
     )
 
 
@@ -228,8 +258,12 @@ class Workspace:
             source=Source(self.get(Warehouse, model.warehouse).url),
             destination=self.get(Destination, sync.destination),
             model=Model(model.name, model.sql),
-            sync=Sync(sync.name, sync.object, "update_or_create", sync.key, sync.mappings, sync.user_key),
-        )
+            sync=Sync(
+                sync.name, sync.object, behavior_of(sync.object), sync.key, sync.mappings,
+                sync.user_key if takes_user_key(sync.object, sync.options) else None,
+                relevant_options(sync.object, sync.options),
+            ),
+        )  # fmt: skip
 
     def import_sync(self, text: str, env: Mapping[str, str] | None = None) -> SavedSync:
         """Save the destination, warehouse, model and sync of a sync file (replacing same names)."""
@@ -243,7 +277,7 @@ class Workspace:
             SavedModel(config.model.name, warehouse_name, config.model.sql),
             SavedSync(
                 config.sync.name, config.model.name, config.destination.name, config.sync.object,
-                config.sync.key, config.sync.mappings, config.sync.user_key,
+                config.sync.key, config.sync.mappings, config.sync.user_key, config.sync.options,
             ),
         ]  # fmt: skip
         for item in items:
@@ -279,19 +313,19 @@ def _check_name(name: str, label: str) -> list[str]:
 def _users_of(data: dict[str, dict[str, dict[str, Any]]], kind: type, name: str) -> list[str]:
     return [
         f"{_KINDS[user].label} {other!r}"
-        for target, user, field in _REFERENCES
+        for target, user, name_field in _REFERENCES
         if target is kind
         for other, record in data[_KINDS[user].section].items()
-        if record.get(field) == name
+        if record.get(name_field) == name
     ]
 
 
 def _rename_references(data: dict[str, dict[str, dict[str, Any]]], kind: type, old: str, new: str) -> None:
-    for target, user, field in _REFERENCES:
+    for target, user, name_field in _REFERENCES:
         if target is kind:
             for record in data[_KINDS[user].section].values():
-                if record.get(field) == old:
-                    record[field] = new
+                if record.get(name_field) == old:
+                    record[name_field] = new
 
 
 def export_sync(config: SyncConfig, with_secrets: bool = False) -> str:
@@ -317,10 +351,26 @@ def export_sync(config: SyncConfig, with_secrets: bool = False) -> str:
     lines += [f"behavior = {_toml(s.behavior)}", f"key = {_toml(s.key)}"]
     if s.user_key:
         lines.append(f"user_key = {_toml(s.user_key)}")
+    lines += _option_lines(s.object, s.options)
     for m in s.mappings:
         lines += ["", "[[sync.mappings]]", f"column = {_toml(m.column)}", f"property = {_toml(m.property)}"]
         lines.append(f"op = {_toml(str(m.op))}")
     return "\n".join(lines) + "\n"
+
+
+def _option_lines(obj: SyncObject, options: SyncOptions) -> list[str]:
+    """The [sync] keys of `obj`'s options, each only when it is set (booleans always, for events)."""
+    o = relevant_options(obj, options)
+    texts = [("group_type", o.group_type), ("synthetic_event", o.synthetic_event)]
+    if obj is SyncObject.EVENT:
+        texts = [
+            ("id_type", o.id_type), ("event_type", o.event_type), ("event_type_column", o.event_type_column),
+            ("time_column", o.time_column), ("insert_id_column", o.insert_id_column),
+        ]  # fmt: skip
+    lines = [f"{key} = {_toml(value)}" for key, value in texts if value]
+    if obj is SyncObject.EVENT:
+        lines.append(f"skip_user_properties_sync = {'true' if o.skip_user_properties_sync else 'false'}")
+    return lines
 
 
 def _url_for_export(url: Secret, with_secrets: bool) -> str:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import streamlit as st
 
 import ui
-from amp_sync import runner, views
-from amp_sync.config import SyncConfig
+from amp_sync import runner, state, views
+from amp_sync.config import SyncConfig, SyncObject
+from amp_sync.credentials import Activity, EventActivity, event_activity
 from amp_sync.errors import AmpSyncError, DestinationError
+from amp_sync.events import EVENT_SAMPLE
 from amp_sync.runner import Report, RunOptions
 from amp_sync.workspace import SavedSync
 
 PREVIEWS = "preview_reports"  # sync name -> (config previewed, Report)
 OUTCOME = "preview_outcome"  # (sync name, Report | AmpSyncError) of the last run started here
+CHECKS = "preview_checks"  # sync name -> (ran before, EventActivity | None) at the last preview
 EVENTS_NOTE = (
     "Amplitude shows an updated user property only on events ingested **after** the update: "
     "past events never change, and a user who never sends another event never shows the new "
@@ -35,12 +38,18 @@ def choose_sync(names: list[str]) -> str:
 
 def describe(config: SyncConfig) -> None:
     """One line on what the sync reads and where it sends."""
-    s = config.sync
+    s, o = config.sync, config.sync.options
     where = " (the local sandbox)" if ui.is_sandbox(config.destination.endpoint) else ""
-    st.caption(
-        f"Model **{config.model.name}** → destination **{config.destination.name}**{where}; "
-        f"{s.object} key `{s.key}`; {len(s.mappings)} mapped properties."
-    )
+    what = f"{s.object} key `{s.key}`; {len(s.mappings)} mapped properties"
+    if s.object is SyncObject.GROUP:
+        what = (
+            f"groups of type **{o.group_type}**, group value `{s.key}`; {len(s.mappings)} mapped properties"
+        )
+    elif s.object is SyncObject.EVENT:
+        kind = f"**{o.event_type}**" if o.event_type else f"event type from `{o.event_type_column}`"
+        what = f"events ({kind}) of the {s.key_label} in `{s.key}`, at `{o.time_column}`"
+        what += f"; {len(s.mappings)} event properties"
+    st.caption(f"Model **{config.model.name}** → destination **{config.destination.name}**{where}; {what}.")
 
 
 def run_preview(name: str, config: SyncConfig) -> None:
@@ -59,40 +68,103 @@ def run_preview(name: str, config: SyncConfig) -> None:
     rows = f"Read {report.plan.rows_read:,} rows in {views.duration(report.seconds)}"
     status.update(label=rows, state="complete")
     st.session_state.setdefault(PREVIEWS, {})[name] = (config, report)
+    st.session_state.setdefault(CHECKS, {})[name] = synthetic_checks(name, config)
     st.session_state.pop(OUTCOME, None)
 
 
-def show_counts(report: Report) -> None:
+def synthetic_checks(name: str, config: SyncConfig) -> tuple[bool, EventActivity | None]:
+    """Whether the sync ran before, and (with a secret key) whether its synthetic event is inactive."""
+    synthetic = config.sync.options.synthetic_event
+    if not synthetic:
+        return True, None
+    ran = bool(ui.attempt(lambda: state.history(ui.home(), name)))
+    activity = event_activity(config.destination, synthetic) if config.destination.secret_key else None
+    return ran, activity
+
+
+def show_counts(report: Report, config: SyncConfig) -> None:
     """The headline numbers, before anything is sent."""
-    plan = report.plan
-    figures = [
-        ("New", plan.new, "Users Amplitude has not received from this sync: all their properties go out."),
-        ("Changed", plan.changed, "Users with at least one property to update: only those go out."),
-        ("Unchanged", plan.unchanged, "Users Amplitude already has as they are: nothing is sent."),
-        ("Removed", plan.removed, "Users synced before and no longer in the model: nothing is sent."),
-        ("Rejected", plan.rejected, "Rows that cannot be sent; see the reasons below."),
-    ]
+    plan, noun = report.plan, views.object_noun(config.sync)
+    if config.sync.is_profile:
+        things = noun.capitalize()
+        figures = [
+            ("New", plan.new, f"{things} new to this sync: all their properties go out."),
+            ("Changed", plan.changed, f"{things} with at least one property to update: only those go out."),
+            ("Unchanged", plan.unchanged, f"{things} Amplitude already has as they are: nothing is sent."),
+            ("Removed", plan.removed, f"{things} synced before and no longer in the model: nothing is sent."),
+        ]  # fmt: skip
+        sends = f"A run sends {plan.to_send:,} {noun} (new and changed)"
+    else:
+        figures = [
+            ("Events to send", plan.new, "Rows whose event Amplitude has not acknowledged yet."),
+            ("Already sent", plan.unchanged, "Events this sync delivered before: never sent again."),
+        ]
+        sends = f"A run sends {plan.to_send:,} events"
+    figures.append(("Rejected", plan.rejected, "Rows that cannot be sent; see the reasons below."))
+    if plan.synthetic:
+        figures.append(("Synthetic events", plan.synthetic, "One 'updated' event per profile a run updates."))
     for col, (label, value, hint) in zip(st.columns(len(figures)), figures, strict=True):
         col.metric(label, f"{value:,}", help=hint)
-    st.caption(
-        f"Read {plan.rows_read:,} rows in {views.duration(report.seconds)}. "
-        f"A run sends {plan.to_send:,} users (new and changed)."
-    )
+    st.caption(f"Read {plan.rows_read:,} rows in {views.duration(report.seconds)}. {sends}.")
     if plan.rows_read == 0:
         st.warning(EMPTY_MODEL)
-    st.info(EVENTS_NOTE, icon="ℹ️")
+    if config.sync.object in (SyncObject.USER, SyncObject.DEVICE):
+        st.info(EVENTS_NOTE, icon="ℹ️")
 
 
-def show_properties(report: Report) -> None:
-    """How many users change per property."""
-    st.subheader("Properties that change")
-    rows = views.property_rows(report.plan.property_counts)
+def show_notes(name: str, report: Report, config: SyncConfig) -> None:
+    """Time range, event volume, edited rows, synthetic events: what to know beyond the counts."""
+    for level, text in views.note_levels(report, config):
+        (st.warning if level == "warning" else st.info)(text)
+    synthetic = config.sync.options.synthetic_event
+    ran, activity = st.session_state.get(CHECKS, {}).get(name, (True, None))
+    if synthetic and not ran:
+        st.warning(
+            f"Before the first run: once {synthetic!r} reaches Amplitude, mark it **inactive** "
+            "(Data → Events → Edit Activity → Inactive) so it does not count users as active. "
+            "It still counts toward your event volume."
+        )
+    if activity is not None:
+        (st.success if activity.activity is Activity.INACTIVE else st.warning)(
+            activity.message[:1].upper() + activity.message[1:] + "."
+        )
+
+
+def show_properties(report: Report, config: SyncConfig) -> None:
+    """How many users (groups, events) change per property."""
+    events = not config.sync.is_profile
+    label = views.object_noun(config.sync).capitalize()
+    st.subheader("Event properties" if events else "Properties that change")
+    rows = views.property_rows(report.plan.property_counts, label)
     if not rows:
-        st.caption("No property changes.")
+        st.caption("The events carry no property." if events else "No property changes.")
         return
     most = max(report.plan.to_send, 1)
-    users = st.column_config.ProgressColumn("Users", format="%d", min_value=0, max_value=most)
-    st.dataframe(rows, hide_index=True, column_config={"Users": users}, key="preview_properties")
+    bar = st.column_config.ProgressColumn(label, format="%d", min_value=0, max_value=most)
+    st.dataframe(rows, hide_index=True, column_config={label: bar}, key="preview_properties")
+
+
+def show_events(report: Report) -> str:
+    """The exact events a run sends (the first ones), with a filter; returns the filter text."""
+    st.subheader("The events to send")
+    rows = views.event_rows(report.plan.payloads)
+    if not rows:
+        why = "every event was sent before" if report.plan.rows_read else "the model returned no rows"
+        st.caption(f"No event to send: {why}.")
+        return ""
+    text = st.text_input(
+        "Filter by id, event type or insert id", key="preview_filter", placeholder="u_000123 or Login"
+    )
+    shown = views.filter_events(rows, text)
+    if shown:
+        st.dataframe(shown, hide_index=True, width="stretch", key="preview_events")
+    else:
+        st.warning(f"No event in the preview has an id, event type or insert id containing {text.strip()!r}.")
+    note = f"{len(shown):,} of {len(rows):,} events shown."
+    if len(rows) >= EVENT_SAMPLE:
+        note += f" The preview keeps the first {len(rows):,} events; a run sends all {report.plan.to_send:,}."
+    st.caption(note + " Times are UTC.")
+    return text
 
 
 def show_changes(report: Report) -> str:
@@ -116,18 +188,33 @@ def show_changes(report: Report) -> str:
     return text
 
 
-def show_payload(report: Report, text: str) -> None:
-    """The exact identification a run sends for one chosen key."""
+PAYLOAD_NOTES = {
+    SyncObject.GROUP: "One item of the `identification` list POSTed (form-encoded, beside the API key) "
+    "to Amplitude's Group Identify API.",
+    SyncObject.EVENT: "One event of the `events` list POSTed as JSON (beside the API key) to "
+    "Amplitude's Batch API.",
+}
+
+
+def show_payload(report: Report, text: str, config: SyncConfig) -> None:
+    """The exact identification (or event) a run sends for one chosen key."""
     st.subheader("Request payload")
-    keys = views.filter_keys(list(report.plan.payloads), text)
+    events = not config.sync.is_profile
+    if events:
+        keys = [r["Insert id"] for r in views.filter_events(views.event_rows(report.plan.payloads), text)]
+    else:
+        keys = views.filter_keys(list(report.plan.payloads), text)
     if not keys:
         st.caption("Nothing to send.")
         return
-    key = st.selectbox("Key", keys, key="preview_payload_key")
+    key = st.selectbox("Insert id" if events else "Key", keys, key="preview_payload_key")
     st.code(views.payload_text(report.plan.payloads[key]), language="json")
     st.caption(
-        "One item of the `identification` list POSTed (form-encoded, beside the API key) to "
-        "Amplitude's Identify API."
+        PAYLOAD_NOTES.get(
+            config.sync.object,
+            "One item of the `identification` list POSTed (form-encoded, beside the API key) to "
+            "Amplitude's Identify API.",
+        )
     )
 
 
@@ -152,7 +239,7 @@ def start_section(name: str, config: SyncConfig, report: Report) -> None:
     typed = ""
     if views.needs_confirmation(to_send):
         typed = st.text_input(
-            f"This sends {to_send:,} users to **{config.destination.name}**. "
+            f"This sends {to_send:,} {views.object_noun(config.sync)} to **{config.destination.name}**. "
             f"Type the sync name **{name}** to confirm.",
             key="confirm_sync_name",
         )
@@ -186,7 +273,7 @@ def start_run(name: str, config: SyncConfig) -> None:
     st.rerun()
 
 
-def show_outcome(outcome: Report | AmpSyncError) -> None:
+def show_outcome(outcome: Report | AmpSyncError, config: SyncConfig) -> None:
     """The last run's result, or why it stopped."""
     st.subheader("Last run")
     if isinstance(outcome, AmpSyncError):
@@ -196,10 +283,19 @@ def show_outcome(outcome: Report | AmpSyncError) -> None:
     else:
         figures = [("Sent", f"{outcome.sent:,}"), ("Failed", f"{outcome.failed:,}")]
         figures += [("Rejected", f"{outcome.plan.rejected:,}"), ("Duration", views.duration(outcome.seconds))]
+        if outcome.plan.synthetic:
+            figures.append(("Synthetic events sent", f"{outcome.synthetic_sent:,}"))
         for col, (label, value) in zip(st.columns(len(figures)), figures, strict=True):
             col.metric(label, value)
-        level, text = views.result_summary(outcome)
+        level, text = views.result_summary(outcome, "rows" if config.sync.is_profile else "events")
         (st.warning if level == "warning" else st.success)(text)
+        if outcome.synthetic_failed:
+            st.warning(
+                f"{outcome.synthetic_failed:,} synthetic events were not delivered; their profiles were "
+                "updated and show on the users' next events."
+            )
+        for note_level, note in views.note_levels(outcome, config):
+            (st.warning if note_level == "warning" else st.info)(note)
         if outcome.failure_reasons:
             st.dataframe(views.failure_rows(outcome.failure_reasons), hide_index=True, key="run_failures")
     st.page_link(ui.HISTORY, label="See every run in History", icon="📈")
@@ -229,16 +325,18 @@ if st.button("Preview", key="preview_button", type="primary"):
 
 last = st.session_state.get(OUTCOME)
 if last and last[0] == sync_name:
-    show_outcome(last[1])
+    show_outcome(last[1], sync_config)
 
 saved = st.session_state.get(PREVIEWS, {}).get(sync_name)
 if saved and saved[0] != sync_config:
     st.info("The sync was edited after this preview: preview it again.")
 elif saved:
     preview_report = saved[1]
-    show_counts(preview_report)
-    show_properties(preview_report)
-    filter_text = show_changes(preview_report)
-    show_payload(preview_report, filter_text)
+    show_counts(preview_report, sync_config)
+    show_notes(sync_name, preview_report, sync_config)
+    show_properties(preview_report, sync_config)
+    table = show_changes if sync_config.sync.is_profile else show_events
+    filter_text = table(preview_report)
+    show_payload(preview_report, filter_text, sync_config)
     show_rejections(sync_name, preview_report)
     start_section(sync_name, sync_config, preview_report)

@@ -11,14 +11,17 @@ from streamlit_sortables import sort_items
 
 import ui
 from amp_sync import warehouse
-from amp_sync.config import Destination, Mapping_, Operation, SyncObject
+from amp_sync.config import GROUP_OPERATIONS, Destination, Mapping_, Operation, SyncObject, SyncOptions
 from amp_sync.errors import AmpSyncError
 from amp_sync.mapping import (
     Draft,
     auto_map,
     build_sync,
     field_rows,
+    guess_event_type_column,
     guess_key,
+    guess_time_column,
+    key_words,
     mappable_columns,
     mappings_from_rows,
     problems,
@@ -28,7 +31,45 @@ from amp_sync.workspace import KEY_VARS, SANDBOX_DESTINATION, SavedModel, SavedS
 NEW = "New sync"
 MODEL_COLUMNS = "Model columns"
 PROPERTIES = "Amplitude properties"
-OBJECTS = {"user": "User", "device": "Device"}
+OBJECTS = {"user": "User", "device": "Device", "group": "Group", "event": "Event"}
+ID_TYPES = {"user": "User ID", "device": "Device ID"}
+TYPE_SOURCES = {"constant": "The same for every row", "column": "From a column"}
+SYNTHETIC_DEFAULT = "Updated by amp_sync"
+ABOUT_OBJECT = {
+    "user": "Each row updates the properties of one Amplitude user.",
+    "device": (
+        "Choose **Device** when your rows are devices that can be associated with users; then pick "
+        "the user field (the column with the user id) so each device joins its user's profile. "
+        "Otherwise choose **User**."
+    ),
+    "group": (
+        "Each row updates the properties of one group (an account, a company, a team): the key "
+        "column holds the group's value, of the group type named here. Group properties need "
+        "Amplitude's Accounts add-on."
+    ),
+    "event": (
+        "Each row becomes one event, at the time its row says: a backfill of historical events. "
+        "Events are sent once and never updated."
+    ),
+}
+SYNTHETIC_NOTE = (
+    "Amplitude shows an updated user property only on events that arrive after the update. With "
+    "this on, every profile a run updates also gets one event carrying the new values, so charts "
+    "show them at once. Each event counts toward your event volume: mark the event **inactive** in "
+    "Amplitude (Data → Events → Edit Activity) so it does not count users as active."
+)
+# The option widgets and their values for a new sync (the event type's source is guessed).
+OPTION_DEFAULTS: dict[str, Any] = {
+    "sync_group_type": "",
+    "sync_id_type": "user",
+    "sync_event_type": "",
+    "sync_event_type_column": None,
+    "sync_time_column": None,
+    "sync_insert_id_column": None,
+    "sync_skip_user_props": True,
+    "sync_synthetic": False,
+    "sync_synthetic_name": SYNTHETIC_DEFAULT,
+}
 # Widgets whose values outlive a visit to another page (Streamlit drops the state of unrendered widgets).
 KEPT = (
     "sync_pick",
@@ -38,8 +79,26 @@ KEPT = (
     "sync_object",
     "sync_key",
     "sync_user_key",
+    "sync_type_source",
+    *OPTION_DEFAULTS,
 )
 state = st.session_state
+
+
+def _option_state(o: SyncOptions) -> dict[str, Any]:
+    """The option widgets' values for saved options."""
+    return {
+        "sync_group_type": o.group_type or "",
+        "sync_id_type": o.id_type,
+        "sync_type_source": "column" if o.event_type_column else "constant",
+        "sync_event_type": o.event_type or "",
+        "sync_event_type_column": o.event_type_column,
+        "sync_time_column": o.time_column,
+        "sync_insert_id_column": o.insert_id_column,
+        "sync_skip_user_props": o.skip_user_properties_sync,
+        "sync_synthetic": o.synthetic_event is not None,
+        "sync_synthetic_name": o.synthetic_event or SYNTHETIC_DEFAULT,
+    }
 
 
 def _load(name: str | None) -> None:
@@ -53,10 +112,16 @@ def _load(name: str | None) -> None:
     state.sync_fields = {m.column: m for m in saved.mappings} if saved else {}
     state.sync_basis = state.sync_table_cols = None  # rebuild the mapper and the table
     state.sync_confirm_delete = False
+    state.pop("sync_type_source", None)  # guessed from the columns unless saved
+    state.update(_option_state(saved.options) if saved else OPTION_DEFAULTS)
     if saved:
         state.sync_model, state.sync_destination = saved.model, saved.destination
         state.sync_object = str(saved.object)
         state.selected_sync = name  # the Preview page preselects it
+
+
+def _on_object() -> None:
+    state.sync_reguess = True  # another object: its key column is probably another one
 
 
 def _on_pick() -> None:
@@ -132,46 +197,146 @@ def _import_section(open_: bool) -> None:
                 )
 
 
+def _kept(key: str, default: Any) -> None:
+    """Give an option widget its value before it renders (hidden widgets lose theirs)."""
+    if key not in state:
+        state[key] = default
+
+
+def _column_choice(
+    label: str, columns: list[str], key: str, none: str, help_: str | None = None
+) -> str | None:
+    """A selectbox of the model's columns, with None meaning `none`."""
+    if state.get(key) not in columns:
+        state[key] = None
+    return st.selectbox(
+        label, [None, *columns], format_func=lambda c: none if c is None else c, key=key, help=help_,
+        placeholder=none,  # what the browser shows for None
+    )  # fmt: skip
+
+
 def _where(columns: list[str], destinations: list[str]) -> tuple[str, SyncObject, str | None]:
     st.subheader("2. Where")
     destination = st.selectbox("Destination", destinations, key="sync_destination")
-    obj = SyncObject(st.radio("Amplitude object", list(OBJECTS), format_func=OBJECTS.get, key="sync_object"))
-    st.caption(
-        "Choose **Device** when your rows are devices that can be associated with users; then pick "
-        "the user field (the column with the user id) so each device joins its user's profile. "
-        "Otherwise choose **User**."
-    )
-    user_key = None
-    if obj is SyncObject.DEVICE:
-        user_key = st.selectbox(
-            "User field (optional)",
-            [None, *columns],
-            format_func=lambda c: "No user field" if c is None else c,
-            key="sync_user_key",
+    obj = SyncObject(
+        st.radio(
+            "Amplitude object", list(OBJECTS), format_func=OBJECTS.get, key="sync_object",
+            horizontal=True, on_change=_on_object,
         )
+    )  # fmt: skip
+    st.caption(ABOUT_OBJECT[obj])
+    if obj is SyncObject.GROUP:
+        _kept("sync_group_type", "")
+        st.text_input(
+            "Group type", key="sync_group_type", placeholder="company",
+            help="The kind of group every row is, e.g. company, account or team: the same for every row.",
+        )  # fmt: skip
+    if obj is SyncObject.EVENT:
+        _kept("sync_id_type", "user")
+        st.radio(
+            "The key column holds", list(ID_TYPES), format_func=ID_TYPES.get, key="sync_id_type",
+            horizontal=True, on_change=_on_object,
+        )  # fmt: skip
+    user_key = None
+    if obj is SyncObject.DEVICE or (obj is SyncObject.EVENT and state.sync_id_type == "device"):
+        user_key = _column_choice("User field (optional)", columns, "sync_user_key", "No user field")
     return destination, obj, user_key
 
 
 def _how(columns: list[str], obj: SyncObject) -> str | None:
     st.subheader("3. How")
-    ids = "Device ID" if obj is SyncObject.DEVICE else "User ID"
-    st.markdown(
-        "**Update or Create**: each row updates the Amplitude "
-        f"{obj.value} with that {ids}, creating it if Amplitude has not seen it; only the "
-        "properties that changed since the last run are sent. It is the only behaviour: "
-        f"Amplitude matches only on its own {ids}, so the key column must hold exactly those ids."
-    )
+    ids = key_words(obj, state.get("sync_id_type", "user")).removeprefix("Amplitude ")
+    if obj is SyncObject.EVENT:
+        st.markdown(
+            "**Insert**: each row is sent once, as one event. A row already sent is never sent "
+            "again: Amplitude knows each event by its insert_id, and so does the snapshot of this "
+            "sync. Events cannot be updated or reverted once Amplitude has them."
+        )
+    else:
+        st.markdown(
+            "**Update or Create**: each row updates the Amplitude "
+            f"{obj.value} with that {ids}, creating it if Amplitude has not seen it; only the "
+            "properties that changed since the last run are sent. It is the only behaviour: "
+            f"Amplitude matches only on its own {ids}, so the key column must hold exactly those."
+        )
     return st.selectbox(
         "Key column",
         [None, *columns],
         format_func=lambda c: "Choose a column" if c is None else c,
         key="sync_key",
+        help=f"The column holding the {key_words(obj, state.get('sync_id_type', 'user'))}.",
+        placeholder="Choose a column",
     )
 
 
-def _mapper(columns: list[str], model: str, key: str | None, user_key: str | None) -> tuple[Mapping_, ...]:
+def _event_type(columns: list[str]) -> tuple[str | None, str | None]:
+    """The event type: a constant typed here, or the column holding it."""
+    _kept("sync_type_source", "column" if guess_event_type_column(columns) else "constant")
+    source = st.radio(
+        "Event type",
+        list(TYPE_SOURCES),
+        format_func=TYPE_SOURCES.get,
+        key="sync_type_source",
+        horizontal=True,
+    )
+    if source == "constant":
+        _kept("sync_event_type", "")
+        return st.text_input("Event type name", key="sync_event_type", placeholder="Purchase"), None
+    if state.get("sync_event_type_column") not in columns:
+        state.sync_event_type_column = guess_event_type_column(columns)
+    return None, _column_choice("Event type column", columns, "sync_event_type_column", "Choose a column")
+
+
+def _event_options(columns: list[str]) -> SyncOptions:
+    """The event type, time and insert_id columns, and whether user properties are kept."""
+    constant, column = _event_type(columns)
+    if state.get("sync_time_column") not in columns:
+        state.sync_time_column = guess_time_column(columns)
+    time_column = _column_choice(
+        "Time column", columns, "sync_time_column", "Choose a column",
+        "When each event happened: a timestamp (UTC unless it says otherwise), a date or epoch milliseconds.",
+    )  # fmt: skip
+    insert_id = _column_choice(
+        "Insert ID column (optional)", columns, "sync_insert_id_column", "None: a hash of the row",
+        "A unique id per event, such as the event's own id. Without one, a row edited after it was "
+        "sent arrives as a new event.",
+    )  # fmt: skip
+    _kept("sync_skip_user_props", True)
+    skip = st.checkbox(
+        "Keep current user properties (skip user properties sync)", key="sync_skip_user_props",
+        help="A backfilled event would otherwise set the user's current properties from its own, older ones.",
+    )  # fmt: skip
+    return SyncOptions(
+        id_type=state.get("sync_id_type", "user"), event_type=constant, event_type_column=column,
+        time_column=time_column, insert_id_column=insert_id, skip_user_properties_sync=skip,
+    )  # fmt: skip
+
+
+def _synthetic_option() -> str | None:
+    """The optional "updated" event of user and device syncs: its name, or None when off."""
+    _kept("sync_synthetic", False)
+    on = st.toggle("Send a synthetic 'updated' event", key="sync_synthetic")
+    st.caption(SYNTHETIC_NOTE)
+    if not on:
+        return None
+    _kept("sync_synthetic_name", SYNTHETIC_DEFAULT)
+    return str(st.text_input("Event name", key="sync_synthetic_name"))
+
+
+def _options(columns: list[str], obj: SyncObject) -> SyncOptions:
+    """What this object needs beyond the key column."""
+    if obj is SyncObject.EVENT:
+        return _event_options(columns)
+    if obj is SyncObject.GROUP:
+        return SyncOptions(group_type=state.get("sync_group_type", ""))
+    return SyncOptions(synthetic_event=_synthetic_option())
+
+
+def _mapper(
+    columns: list[str], model: str, key: str | None, user_key: str | None, roles: list[str]
+) -> tuple[Mapping_, ...]:
     st.subheader("4. Which fields")
-    basis, previous = (model, tuple(columns), key, user_key), state.get("sync_basis")
+    basis, previous = (model, tuple(columns), key, user_key, tuple(roles)), state.get("sync_basis")
     if previous != basis:  # a new item list reaches sort_items only under a new key
         if previous is not None and previous[0] != model:  # another model: keep what it returns
             state.sync_mapped = [c for c in state.sync_mapped if c in columns]
@@ -179,10 +344,10 @@ def _mapper(columns: list[str], model: str, key: str | None, user_key: str | Non
         state.sync_ver += 1
     st.caption(f"Drag columns from **{MODEL_COLUMNS}** into **{PROPERTIES}**, then name each property.")
     if st.button("Auto-map all columns", key="sync_automap"):
-        state.sync_mapped = auto_map(columns, key, user_key, state.sync_mapped)
+        state.sync_mapped = auto_map(columns, key, user_key, state.sync_mapped, roles)
         state.sync_ver += 1
     mapped = list(state.sync_mapped)
-    unmapped = [c for c in mappable_columns(columns, key, user_key) if c not in mapped]
+    unmapped = [c for c in mappable_columns(columns, key, user_key, roles) if c not in mapped]
     board = sort_items(
         [{"header": MODEL_COLUMNS, "items": unmapped}, {"header": PROPERTIES, "items": mapped}],
         multi_containers=True,
@@ -190,33 +355,47 @@ def _mapper(columns: list[str], model: str, key: str | None, user_key: str | Non
         key=f"mapper_{state.sync_ver}",
     )
     state.sync_mapped = next((list(c["items"]) for c in board or [] if c.get("header") == PROPERTIES), [])
-    return _fields_table(state.sync_mapped)
+    return _fields_table(state.sync_mapped, SyncObject(state.sync_object))
 
 
-def _fields_table(mapped: list[str]) -> tuple[Mapping_, ...]:
+def _fields_table(mapped: list[str], obj: SyncObject) -> tuple[Mapping_, ...]:
     if not mapped:
-        st.info("No field mapped yet: drag a column into Amplitude properties, or press Auto-map.")
+        if obj is SyncObject.EVENT:
+            st.info("No event property mapped: the events carry none. Drag a column here to add one.")
+        else:
+            st.info("No field mapped yet: drag a column into Amplitude properties, or press Auto-map.")
         return ()
-    if tuple(mapped) != state.get("sync_table_cols"):  # other rows: a fresh table from what is known
-        state.sync_table_cols = tuple(mapped)
+    events = obj is SyncObject.EVENT
+    ops = [str(op) for op in (GROUP_OPERATIONS if obj is SyncObject.GROUP else Operation)]
+    if (obj, tuple(mapped)) != state.get("sync_table_cols"):  # other rows: a fresh table from what is known
+        state.sync_table_cols = (obj, tuple(mapped))
         state.sync_table_ver += 1
         state.sync_table_rows = field_rows(mapped, state.sync_fields)
     state.sync_fields_key = f"sync_fields_{state.sync_table_ver}"
+    shown = ["column", "property"] if events else ["column", "property", "operation"]
+    label = (
+        "Event property" if events else "Group property" if obj is SyncObject.GROUP else "Amplitude property"
+    )
+    config: dict[str, Any] = {
+        "column": st.column_config.TextColumn("Model column"),
+        "property": st.column_config.TextColumn(label, required=True),
+    }
+    if not events:
+        config["operation"] = st.column_config.SelectboxColumn("Operation", options=ops, required=True)
     edited = st.data_editor(
-        pd.DataFrame(state.sync_table_rows, columns=["column", "property", "operation"], dtype=object),
+        pd.DataFrame(state.sync_table_rows, columns=shown, dtype=object),
         key=state.sync_fields_key,
         hide_index=True,
         num_rows="fixed",
         disabled=["column"],
-        column_config={
-            "column": st.column_config.TextColumn("Model column"),
-            "property": st.column_config.TextColumn("Amplitude property", required=True),
-            "operation": st.column_config.SelectboxColumn(
-                "Operation", options=[str(op) for op in Operation], required=True
-            ),
-        },
+        column_config=config,
     )
-    st.caption("$set overwrites; $setOnce keeps the first value; $add adds the increase since the last run.")
+    if events:
+        st.caption("Event properties are sent as the row holds them ($set): an event is never updated.")
+    else:
+        st.caption(
+            "$set overwrites; $setOnce keeps the first value; $add adds the increase since the last run."
+        )
     mappings = ui.attempt(lambda: mappings_from_rows(edited.to_dict("records"))) or ()
     state.sync_fields.update({m.column: m for m in mappings})
     return mappings
@@ -262,7 +441,10 @@ def _saved_actions(name: str) -> None:
 
 
 st.title("Syncs")
-st.caption("A sync sends a model's rows to Amplitude as user or device properties, only what changed.")
+st.caption(
+    "A sync sends a model's rows to Amplitude: as user, device or group properties (only what "
+    "changed), or as events (each once)."
+)
 ws = ui.attempt(ui.workspace)
 names = ui.attempt(lambda: [ws.names(k) for k in (SavedModel, SavedSync, Destination)]) if ws else None
 if ws is None or names is None:
@@ -291,20 +473,24 @@ st.caption(f"Runs on the warehouse {model.warehouse!r}. Edit its SQL on the Mode
 columns = _columns(model)
 if columns is None:
     st.stop()
-if state.get("sync_key") not in columns:
-    state.sync_key = guess_key(columns, SyncObject(state.sync_object))
+guessed = guess_key(columns, SyncObject(state.sync_object), state.get("sync_id_type", "user"))
+reguess = state.pop("sync_reguess", False) and guessed
+if state.get("sync_key") not in columns or reguess:
+    state.sync_key = guessed
 if state.get("sync_user_key") not in columns:
     state.sync_user_key = None
 
 destination, obj, user_key = _where(columns, destinations)
 key = _how(columns, obj)
-mappings = _mapper(columns, model.name, key, user_key)
+options = _options(columns, obj)
+roles = Draft("", None, None, obj, key, (), user_key, options).role_columns()
+mappings = _mapper(columns, model.name, key, user_key, roles)
 
 st.subheader("Save")
 name = st.text_input("Sync name", key="sync_name", placeholder="ltv-to-amplitude")
 if state.sync_loaded and name.strip() != state.sync_loaded:
     st.caption("Saving renames the sync; its snapshot and run history move with it.")
-draft = Draft(name, model.name, destination, obj, key, mappings, user_key)
+draft = Draft(name, model.name, destination, obj, key, mappings, user_key, options)
 found = problems(draft, columns)
 if found:
     st.warning("Before saving:\n" + "\n".join(f"- {p}" for p in found))

@@ -16,6 +16,7 @@ from amp_sync.config import (
     Sync,
     SyncConfig,
     SyncObject,
+    SyncOptions,
     parse_config,
 )
 from amp_sync.errors import ConfigError
@@ -24,7 +25,9 @@ from amp_sync.mapping import (
     auto_map,
     build_sync,
     field_rows,
+    guess_event_type_column,
     guess_key,
+    guess_time_column,
     mappable_columns,
     mappings_from_rows,
     problems,
@@ -34,6 +37,8 @@ from amp_sync.workspace import SavedSync, export_sync
 
 COLUMNS = ["user_id", "device_id", "plan", "ltv"]
 SET, ADD = Operation.SET, Operation.ADD
+EVENT = SyncOptions(event_type_column="event_type", time_column="occurred_at", insert_id_column="event_id")
+EVENT_COLUMNS = [*COLUMNS, "event_type", "occurred_at", "event_id"]
 
 
 def draft(**changes: object) -> Draft:
@@ -61,10 +66,33 @@ def test_key_and_user_field_are_not_offered_as_properties() -> None:
         (COLUMNS, SyncObject.DEVICE, "device_id"),
         (["ID", "plan"], SyncObject.USER, "ID"),
         (["email", "plan"], SyncObject.USER, None),
+        (["company", "seats"], SyncObject.GROUP, "company"),
+        (["id", "Company_ID", "seats"], SyncObject.GROUP, "Company_ID"),
+        (["id", "user_id", "event_type"], SyncObject.EVENT, "user_id"),
+        (["id", "event_type"], SyncObject.EVENT, None),  # an event's "id" is its own, not the user's
     ],
 )
 def test_the_key_is_guessed_only_when_obvious(columns, object_, expected) -> None:
     assert guess_key(columns, object_) == expected
+
+
+def test_event_columns_are_guessed_only_when_obvious() -> None:
+    demo = ["event_id", "user_id", "event_type", "occurred_at"]
+    assert guess_key(demo, SyncObject.EVENT, "device") is None
+    assert guess_key(["device_id", *demo], SyncObject.EVENT, "device") == "device_id"
+    assert (guess_time_column(demo), guess_event_type_column(demo)) == ("occurred_at", "event_type")
+    assert (guess_time_column(["user_id", "plan"]), guess_event_type_column(["user_id", "plan"])) == (
+        None,
+        None,
+    )
+
+
+def test_the_event_columns_are_not_offered_as_properties() -> None:
+    d = draft(object=SyncObject.EVENT, options=EVENT, mappings=())
+    assert d.role_columns() == ["user_id", "event_type", "occurred_at", "event_id"]
+    columns = ["event_id", "user_id", "event_type", "occurred_at", "amount"]
+    assert mappable_columns(columns, d.key, None, d.role_columns()) == ["amount"]
+    assert auto_map(columns, d.key, None, [], d.role_columns()) == ["amount"]
 
 
 def test_auto_map_keeps_mapped_columns_first_and_adds_every_other_non_key_column() -> None:
@@ -118,11 +146,95 @@ def test_rows_back_to_mappings_with_emptied_cells() -> None:
             {"object": SyncObject.DEVICE, "key": "device_id", "user_key": "device_id"},
             "the user field 'device_id' is also the key column",
         ),
+        ({"object": SyncObject.GROUP, "key": None}, "choose the key column: the one holding the group value"),
+        ({"object": SyncObject.GROUP}, 'group syncs need a group type (e.g. "company")'),
+        ({"object": SyncObject.GROUP, "options": SyncOptions(group_type="  ")}, "need a group type"),
+        (
+            {"object": SyncObject.GROUP, "options": SyncOptions(group_type="$org")},
+            "the group type '$org': names starting with '$' or '[Amplitude]' are reserved by Amplitude",
+        ),
+        (
+            {
+                "object": SyncObject.GROUP,
+                "options": SyncOptions(group_type="org"),
+                "mappings": (Mapping_("plan", "plan", Operation.REMOVE),),
+            },
+            "the column 'plan': group properties take $set, $setOnce, $add, $append, $prepend, not $remove",
+        ),
+        (
+            {"object": SyncObject.EVENT, "options": SyncOptions(time_column="occurred_at")},
+            "event syncs need exactly one of an event type (a constant) and an event type column",
+        ),
+        (
+            {
+                "object": SyncObject.EVENT,
+                "options": SyncOptions(event_type="Paid", event_type_column="event_type", time_column="t"),
+            },
+            "event syncs need exactly one of an event type",
+        ),
+        (
+            {"object": SyncObject.EVENT, "options": SyncOptions(event_type="Paid")},
+            "event syncs need a time column, the column that says when each event happened",
+        ),
+        (
+            {"object": SyncObject.EVENT, "options": SyncOptions(event_type="[Amplitude] x", time_column="t")},
+            "names starting with '$' or '[Amplitude]' are reserved",
+        ),
+        (
+            {"object": SyncObject.EVENT, "options": EVENT, "key": None},
+            "choose the key column: the one holding the Amplitude User ID",
+        ),
+        (
+            {
+                "object": SyncObject.EVENT,
+                "options": SyncOptions(id_type="device", event_type="Paid", time_column="t"),
+                "key": None,
+            },
+            "the one holding the Amplitude Device ID",
+        ),
+        (
+            {"object": SyncObject.EVENT, "options": EVENT},
+            "the column 'ltv': event properties are sent as they are; $add is only for profiles",
+        ),
+        (
+            {"options": SyncOptions(synthetic_event="")},
+            "give the synthetic event a name, or turn it off",
+        ),
+        (
+            {"object": SyncObject.DEVICE, "key": "device_id", "options": SyncOptions(synthetic_event="$x")},
+            "the synthetic event '$x': names starting with '$'",
+        ),
     ],
 )
 def test_each_problem_is_named_in_words(changes, expected) -> None:
     found = problems(draft(**changes), COLUMNS)
     assert any(expected in p for p in found), found
+
+
+def test_an_event_sync_needs_no_property_and_names_its_missing_columns() -> None:
+    d = draft(object=SyncObject.EVENT, options=EVENT, mappings=())
+    assert problems(d, EVENT_COLUMNS) == []
+    assert problems(d, COLUMNS) == [
+        "the model does not return the column 'event_type'",
+        "the model does not return the column 'occurred_at'",
+        "the model does not return the column 'event_id'",
+    ]
+
+
+def test_ready_drafts_of_each_object_keep_only_their_options() -> None:
+    leftovers = SyncOptions(group_type=" org ", synthetic_event=" Updated ", time_column="t")
+    user = build_sync(draft(options=leftovers))
+    assert user.options == SyncOptions(synthetic_event="Updated")
+    group = build_sync(draft(object=SyncObject.GROUP, key="plan", mappings=(Mapping_("ltv", "arr", ADD),),
+                             options=leftovers, user_key="user_id"))  # fmt: skip
+    assert (group.options, group.user_key) == (SyncOptions(group_type="org"), None)
+    event = build_sync(draft(object=SyncObject.EVENT, options=EVENT, mappings=(), user_key="device_id"))
+    assert (event.options, event.mappings, event.user_key) == (EVENT, (), None)
+    on_devices = SyncOptions(id_type="device", event_type=" Paid ", time_column="occurred_at")
+    event = build_sync(draft(object=SyncObject.EVENT, key="device_id", options=on_devices, mappings=()))
+    assert event.options.event_type == "Paid"
+    assert build_sync(draft(object=SyncObject.EVENT, key="device_id", options=on_devices, mappings=(),
+                            user_key="user_id")).user_key == "user_id"  # fmt: skip
 
 
 def test_columns_the_model_does_not_return_are_listed_once_known() -> None:
@@ -167,16 +279,37 @@ _words = st.text(alphabet="ab $_-./", max_size=6)
         st.builds(Mapping_, st.sampled_from(["plan", "ltv"]), _words, st.sampled_from(list(Operation))),
         max_size=3,
     ),
+    options=st.builds(
+        SyncOptions,
+        group_type=st.none() | _words,
+        id_type=st.sampled_from(["user", "device"]),
+        event_type=st.none() | _words,
+        event_type_column=st.sampled_from([None, "event_type"]),
+        time_column=st.sampled_from([None, "occurred_at"]),
+        insert_id_column=st.sampled_from([None, "event_id"]),
+        skip_user_properties_sync=st.booleans(),
+        synthetic_event=st.none() | _words,
+    ),
 )
-def test_whatever_the_mapper_accepts_the_sync_file_accepts(name, key, object_, user_key, mappings) -> None:
-    d = Draft(name, "ltv", "Sandbox", object_, key or None, tuple(mappings), user_key)
-    if problems(d, COLUMNS):
+def test_whatever_the_mapper_accepts_the_sync_file_accepts(
+    name, key, object_, user_key, mappings, options
+) -> None:
+    d = Draft(name, "ltv", "Sandbox", object_, key or None, tuple(mappings), user_key, options)
+    if problems(d, EVENT_COLUMNS):
         return
-    saved = build_sync(d, COLUMNS)
+    saved = build_sync(d, EVENT_COLUMNS)
     config = SyncConfig(
         Source(Secret("sqlite://")),
         Destination("Sandbox", Secret("k" * 32), None, Region.US, None),
         Model("ltv", "select 1"),
-        Sync(saved.name, saved.object, "update_or_create", saved.key, saved.mappings, saved.user_key),
+        Sync(
+            saved.name,
+            saved.object,
+            "insert" if object_ is SyncObject.EVENT else "update_or_create",
+            saved.key,
+            saved.mappings,
+            saved.user_key,
+            saved.options,
+        ),
     )
     assert parse_config(export_sync(config, with_secrets=True)).sync == config.sync

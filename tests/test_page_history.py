@@ -1,13 +1,26 @@
-"""The History page: runs per sync, a chart of what each sent, and the rows each run rejected."""
+"""The History page: runs per sync, a chart of what each sent, the rows each run rejected, the revert."""
 
 from __future__ import annotations
 
 import pytest
 from support import AppEnv
-from test_page_preview import DIRTY_IDS, MAPPINGS, SMALL_SQL, SYNC, keys, open_page, save_sync, table, texts
+from test_page_preview import (
+    DIRTY_IDS,
+    MAPPINGS,
+    SMALL_SQL,
+    SYNC,
+    keys,
+    metrics,
+    open_page,
+    save_sync,
+    table,
+    texts,
+)
 
 from amp_sync import runner
+from amp_sync.config import SyncObject, SyncOptions
 from amp_sync.errors import FatalError
+from amp_sync.workspace import DEMO_WAREHOUSE, SANDBOX_DESTINATION, SavedModel, SavedSync
 
 
 def test_no_sync_points_to_preview(app_env: AppEnv) -> None:
@@ -72,3 +85,108 @@ def test_all_syncs_together_and_a_refused_run(app_env: AppEnv) -> None:
     assert list(table(at, "Sync", "Status")["Sync"]) == [SYNC]
     assert at.session_state["selected_sync"] == SYNC
     assert not at.exception
+
+
+def original_plans(env: AppEnv) -> dict[str, str]:
+    return {p["user_id"]: p["user_properties"].get("plan") for p in env.sandbox.store.profiles()}
+
+
+def test_revert_the_last_run_after_previewing_each_field(app_env: AppEnv) -> None:
+    ws = save_sync(app_env, sql=SMALL_SQL, mappings=MAPPINGS[1:2])
+    runner.run(ws.sync_config(SYNC), app_env.home)
+    before = original_plans(app_env)
+    edited = SMALL_SQL.replace(
+        "plan_id as plan", "case when user_id = 'u_000003' then null else 'Gold' end as plan"
+    )
+    ws.save(SavedModel(f"{SYNC} model", DEMO_WAREHOUSE, edited), f"{SYNC} model")
+    second = runner.run(ws.sync_config(SYNC), app_env.home)
+    assert set(original_plans(app_env).values()) == {"Gold", None}
+
+    at = open_page("app_pages/history.py")
+    at.selectbox(key="history_sync").select(SYNC).run()
+    assert "history_revert_confirm" not in keys(at.button)  # nothing is sent without a preview
+    at.button(key="history_revert_preview").click().run()
+    assert not at.exception
+    assert metrics(at) == {
+        "Reverts run": f"#{second.run_id}",
+        "Keys to revert": "30",
+        "Already as before": "0",
+    }
+    changes = table(at, "Current value", "Restored value").set_index("Key")
+    assert changes.loc["u_000003", "Current value"] == "(unset)"
+    assert changes.loc["u_000003", "Restored value"] == before["u_000003"]
+    assert changes.loc["u_000010", "Current value"] == "Gold"
+    assert changes.loc["u_000010", "Restored value"] == before["u_000010"]
+    assert set(original_plans(app_env).values()) == {"Gold", None}  # a preview sends nothing
+
+    confirm = at.button(key="history_revert_confirm")
+    assert confirm.label == f"Revert run #{second.run_id}: send 30 keys back"
+    confirm.click().run()
+    assert not at.exception
+    assert f"Reverted run #{second.run_id}: sent 30 keys back" in texts(at.success)
+    assert original_plans(app_env) == before
+    runs = table(at, "Run", "Kind")
+    assert list(runs["Kind"]) == ["revert", "run", "run"]
+    assert runs["Message"].iloc[0] == f"reverted run #{second.run_id}"
+    assert list(runs["Sent"]) == [30, 30, 30]
+
+
+def test_reverting_a_first_run_unsets_what_it_set(app_env: AppEnv) -> None:
+    ws = save_sync(app_env, sql=SMALL_SQL, mappings=MAPPINGS[1:2])
+    first = runner.run(ws.sync_config(SYNC), app_env.home)
+    at = open_page("app_pages/history.py")
+    at.selectbox(key="history_sync").select(SYNC).run()
+    at.button(key="history_revert_preview").click().run()
+    changes = table(at, "Current value", "Restored value")
+    assert set(changes["Restored value"]) == {"(unset)"} and set(changes["Operation"]) == {"$unset"}
+    assert "(unset): the property is cleared in Amplitude" in texts(at.caption)
+    at.button(key="history_revert_confirm").click().run()
+    assert f"Reverted run #{first.run_id}" in texts(at.success)
+    assert set(original_plans(app_env).values()) == {None}
+
+
+def test_nothing_to_revert_is_said_in_words(app_env: AppEnv) -> None:
+    ws = save_sync(app_env, sql=SMALL_SQL + " and 1 = 0", mappings=MAPPINGS[1:2])
+    runner.run(ws.sync_config(SYNC), app_env.home)
+    at = open_page("app_pages/history.py")
+    at.selectbox(key="history_sync").select(SYNC).run()
+    at.button(key="history_revert_preview").click().run()
+    assert not at.exception and not at.error
+    assert "Nothing to revert: no run of this sync has changed anything in Amplitude yet." in texts(at.info)
+    assert "history_revert_confirm" not in keys(at.button)
+
+
+def test_a_run_after_the_revert_preview_asks_for_a_new_one(app_env: AppEnv) -> None:
+    ws = save_sync(app_env, sql=SMALL_SQL, mappings=MAPPINGS[1:2])
+    runner.run(ws.sync_config(SYNC), app_env.home)
+    at = open_page("app_pages/history.py")
+    at.selectbox(key="history_sync").select(SYNC).run()
+    at.button(key="history_revert_preview").click().run()
+    runner.run(ws.sync_config(SYNC), app_env.home)
+    at.run()
+    assert "preview the revert again" in texts(at.info)
+    assert "history_revert_confirm" not in keys(at.button)
+
+
+def test_an_event_sync_explains_that_events_cannot_be_reverted(app_env: AppEnv) -> None:
+    sql = "select event_id, user_id, event_type, occurred_at from events where user_id = 'u_000002'"
+    ws = save_sync(app_env, sql=sql)
+    options = SyncOptions(event_type_column="event_type", time_column="occurred_at")
+    ws.save(
+        SavedSync(SYNC, f"{SYNC} model", SANDBOX_DESTINATION, SyncObject.EVENT, "user_id", (), None, options),
+        SYNC,
+    )
+    runner.run(ws.sync_config(SYNC), app_env.home)
+    at = open_page("app_pages/history.py")
+    at.selectbox(key="history_sync").select(SYNC).run()
+    assert "Events cannot be reverted" in texts(at.info)
+    assert "history_revert_preview" not in keys(at.button)
+    assert not at.exception
+
+
+def test_all_syncs_together_offer_no_revert(app_env: AppEnv) -> None:
+    ws = save_sync(app_env, sql=SMALL_SQL, mappings=MAPPINGS[1:2])
+    runner.run(ws.sync_config(SYNC), app_env.home)
+    at = open_page("app_pages/history.py")
+    assert "Pick one sync above to revert its last run." in texts(at.caption)
+    assert "history_revert_preview" not in keys(at.button)

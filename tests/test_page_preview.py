@@ -10,9 +10,9 @@ from streamlit.testing.v1 import AppTest
 from support import AppEnv
 
 from amp_sync import runner, templates
-from amp_sync.config import Destination, Mapping_, Operation, Region, SyncObject
+from amp_sync.config import Destination, Mapping_, Operation, Region, SyncObject, SyncOptions
 from amp_sync.demo import demo_url
-from amp_sync.sandbox import SANDBOX_API_KEY
+from amp_sync.sandbox import SANDBOX_API_KEY, SANDBOX_SECRET_KEY
 from amp_sync.secret import Secret
 from amp_sync.state import run_lock
 from amp_sync.workspace import (
@@ -244,3 +244,143 @@ def test_a_missing_column_is_explained(app_env: AppEnv) -> None:
     at = preview(open_page("app_pages/preview.py"))
     assert "does not return the column 'nickname'" in texts(at.error)
     assert not at.metric
+
+
+EVENTS_SQL = (
+    "select event_id, user_id, event_type, occurred_at from events "
+    "where user_id between 'u_000002' and 'u_000011'"
+)
+EVENT_OPTIONS = SyncOptions(event_type_column="event_type", time_column="occurred_at")
+
+
+def save_other_sync(
+    env: AppEnv,
+    obj: SyncObject,
+    key: str,
+    sql: str,
+    mappings: tuple[Mapping_, ...],
+    options: SyncOptions,
+    name: str = SYNC,
+) -> Workspace:
+    """A sync of any object into the sandbox, through a destination that holds the secret key."""
+    ws = save_sync(env, name=name, sql=sql)
+    destination = Destination("Sandbox with secret", Secret(SANDBOX_API_KEY), Secret(SANDBOX_SECRET_KEY),
+                              Region.US, env.sandbox.url)  # fmt: skip
+    ws.save(destination, destination.name)
+    ws.save(SavedSync(name, f"{name} model", destination.name, obj, key, mappings, None, options), name)
+    return ws
+
+
+def notes(at: AppTest) -> str:
+    return texts([*at.info, *at.warning, *at.success])
+
+
+def event_count(env: AppEnv, sql: str) -> int:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(demo_url(env.demo))
+    with engine.connect() as conn:
+        count = conn.execute(sa.text(f"select count(*) from ({sql}) as model")).scalar_one()
+    engine.dispose()
+    return int(count)
+
+
+def test_an_event_sync_shows_the_events_it_sends_then_sends_each_once(app_env: AppEnv) -> None:
+    total = event_count(app_env, EVENTS_SQL)
+    props = (Mapping_("event_id", "source_id"),)
+    save_other_sync(app_env, SyncObject.EVENT, "user_id", EVENTS_SQL, props, EVENT_OPTIONS)
+    at = preview(open_page("app_pages/preview.py"))
+
+    assert metrics(at) == {"Events to send": f"{total:,}", "Already sent": "0", "Rejected": "0"}
+    assert f"A run sends {total:,} events." in texts(at.caption)
+    said = notes(at)
+    assert "Events from 2026-" in said and " UTC to 2026-" in said  # how far back they go
+    assert "Backfilled events count toward your event volume and can take up to 48 hours to appear." in texts(
+        at.warning
+    )
+    assert "a row edited after it was sent arrives as a new event" in texts(at.warning)
+    assert "ingested **after** the update" not in said  # that note is about profiles
+
+    events = table(at, "Event type", "Insert id")
+    assert list(events.columns) == ["Id", "Event type", "Time", "Properties", "Insert id"]
+    assert len(events) == total and set(events["Id"]) <= {f"u_{n:06d}" for n in range(2, 12)}
+    first = events.iloc[0]
+    at.selectbox(key="preview_payload_key").select(first["Insert id"]).run()
+    event = json.loads(at.code[0].value)
+    assert event["user_id"] == first["Id"] and event["event_type"] == first["Event type"]
+    assert event["insert_id"] == first["Insert id"] and event["$skip_user_properties_sync"] is True
+    assert json.dumps(event["event_properties"], sort_keys=True) == first["Properties"]
+    assert "Batch API" in texts(at.caption)
+    at.text_input(key="preview_filter").input(first["Insert id"]).run()
+    assert list(table(at, "Event type", "Insert id")["Insert id"]) == [first["Insert id"]]
+    assert app_env.sandbox.store.events() == []  # a preview sends nothing
+
+    at.button(key="start_sync").click().run()
+    assert not at.exception
+    assert metrics(at)["Sent"] == f"{total:,}"
+    assert f"Sent {total:,} events" in texts(at.success)
+    arrived = app_env.sandbox.store.events()
+    assert len(arrived) == total
+    assert {e["insert_id"] for e in arrived} == set(events["Insert id"])
+    assert app_env.sandbox.store.profiles()  # users exist, with no property set by the backfill
+
+    preview(at)
+    assert metrics(at) == {"Events to send": "0", "Already sent": f"{total:,}", "Rejected": "0"}
+    assert "No event to send: every event was sent before." in texts(at.caption)
+    assert "event volume" not in texts(at.warning)
+
+
+def test_an_event_sync_with_an_insert_id_column_says_nothing_about_edited_rows(app_env: AppEnv) -> None:
+    options = SyncOptions(event_type="Backfilled", time_column="occurred_at", insert_id_column="event_id")
+    save_other_sync(app_env, SyncObject.EVENT, "user_id", EVENTS_SQL, (), options)
+    at = preview(open_page("app_pages/preview.py"))
+    assert "edited after it was sent" not in notes(at)
+    events = table(at, "Event type", "Insert id")
+    assert set(events["Event type"]) == {"Backfilled"} and set(events["Properties"]) == {""}
+    assert all(i.startswith("evt_") for i in events["Insert id"])
+    assert "The events carry no property." in texts(at.caption)
+
+
+def test_a_synthetic_event_is_counted_and_its_activity_checked(app_env: AppEnv) -> None:
+    options = SyncOptions(synthetic_event="Updated by amp_sync")
+    ws = save_other_sync(app_env, SyncObject.USER, "user_id", SMALL_SQL, MAPPINGS[1:2], options)
+    at = preview(open_page("app_pages/preview.py"))
+    assert metrics(at)["Synthetic events"] == "30"
+    warned = texts(at.warning)
+    assert "Would send 30 'Updated by amp_sync' events, one per updated profile" in warned
+    assert "Before the first run" in warned and "inactive" in warned
+    assert "'Updated by amp_sync' is not in the project yet" in warned  # read with the secret key
+    assert SANDBOX_SECRET_KEY not in page_text(at) and SANDBOX_API_KEY not in page_text(at)
+
+    at.button(key="start_sync").click().run()
+    assert not at.exception
+    assert metrics(at)["Synthetic events sent"] == "30"
+    assert "Sent 30 of 30 'Updated by amp_sync' events" in texts(at.warning)
+    updated = [e for e in app_env.sandbox.store.events() if e["event_type"] == "Updated by amp_sync"]
+    assert len(updated) == 30 and updated[0]["user_properties"]["plan"]
+
+    app_env.sandbox.store.mark_inactive("Updated by amp_sync")
+    edited = SMALL_SQL.replace("plan_id as plan", "'Gold' as plan")
+    ws.save(SavedModel(f"{SYNC} model", DEMO_WAREHOUSE, edited), f"{SYNC} model")
+    preview(at)
+    assert metrics(at)["Synthetic events"] == "30"
+    assert "'Updated by amp_sync' is marked inactive in Amplitude." in texts(at.success)
+    assert "Before the first run" not in texts(at.warning)
+
+
+def test_a_group_sync_previews_and_runs_into_groups(app_env: AppEnv) -> None:
+    sql = "select company, count(*) as seats from users where company like 'Harbor%' group by company"
+    mappings = (Mapping_("seats", "seats", Operation.SET),)
+    save_other_sync(app_env, SyncObject.GROUP, "company", sql, mappings, SyncOptions(group_type="company"))
+    at = preview(open_page("app_pages/preview.py"))
+    assert "groups of type **company**" in texts(at.caption)
+    new = int(metrics(at)["New"])
+    assert new >= 1 and "A run sends" in texts(at.caption) and "groups (new and changed)" in texts(at.caption)
+    assert list(table(at, "Property", "Groups")["Groups"]) == [new]
+    payload = json.loads(at.code[0].value)
+    assert payload["group_type"] == "company" and "seats" in payload["group_properties"]["$set"]
+    assert "Group Identify API" in texts(at.caption)
+    at.button(key="start_sync").click().run()
+    assert not at.exception
+    groups = app_env.sandbox.store.groups()
+    assert len(groups) == new and {g["group_type"] for g in groups} == {"company"}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from amp_sync.config import Mapping_, Operation, SyncObject
+from amp_sync.config import Mapping_, Operation, SyncObject, SyncOptions
 from amp_sync.sandbox import SANDBOX_API_KEY, SANDBOX_SECRET_KEY
 from amp_sync.templates import template
 from amp_sync.workspace import DEMO_WAREHOUSE, SANDBOX_DESTINATION, SavedModel, SavedSync, Workspace
@@ -228,3 +228,162 @@ def test_unsaved_edits_survive_a_visit_to_another_page(app_env) -> None:
     assert not at.exception
     assert at.text_input(key="sync_name").value == "half-done"
     assert board(at)["Amplitude properties"] == ["plan"]
+
+
+EVENTS_SQL = "select event_id, user_id, event_type, occurred_at from events where user_id < 'u_000012'"
+COMPANIES_SQL = "select company, count(*) as seats, max(plan_id) as top_plan from users group by company"
+
+
+def ops_offered(at: AppTest) -> list[str] | None:
+    """The operations the fields table offers, or None when it has no operation column."""
+    op = json.loads(at.dataframe[0].proto.columns).get("operation")
+    return None if op is None else op["type_config"]["options"]
+
+
+def test_the_object_selector_offers_every_object(app_env) -> None:
+    at = open_syncs(app_env, SavedModel("ltv", DEMO_WAREHOUSE, LTV.sql))
+    assert at.radio(key="sync_object").options == ["User", "Device", "Group", "Event"]
+    drag(at, "plan")
+    assert ops_offered(at) == [str(op) for op in Operation]  # a user sync keeps every operation
+
+
+def test_a_group_sync_needs_its_group_type_and_takes_group_operations_only(app_env) -> None:
+    at = open_syncs(app_env, SavedModel("companies", DEMO_WAREHOUSE, COMPANIES_SQL))
+    at.radio(key="sync_object").set_value("group").run()
+    assert "one group (an account, a company, a team)" in rendered(at)
+    assert at.selectbox(key="sync_key").value == "company"  # guessed for groups
+    drag(at, "seats", "top_plan")
+    assert ops_offered(at) == ["$set", "$setOnce", "$add", "$append", "$prepend"]
+    edit_fields(at, {0: {"operation": "$add"}, 1: {"operation": "$remove"}})
+    at.text_input(key="sync_name").input("companies-sync").run()
+    found = at.warning[0].value
+    assert '- group syncs need a group type (e.g. "company")' in found
+    assert "group properties take $set, $setOnce, $add, $append, $prepend, not $remove" in found
+    assert at.button(key="sync_save").disabled
+
+    at.text_input(key="sync_group_type").input("company").run()
+    edit_fields(at, {0: {"operation": "$add"}, 1: {"operation": "$set"}})
+    save(at, "companies-sync")
+    saved = Workspace(app_env.home).get(SavedSync, "companies-sync")
+    assert (saved.object, saved.key, saved.options.group_type) == (SyncObject.GROUP, "company", "company")
+    assert saved.mappings == (Mapping_("seats", "seats", Operation.ADD), Mapping_("top_plan", "top_plan"))
+    assert 'group_type = "company"' in at.code[0].value  # the exported file says it too
+
+
+def test_an_event_sync_guesses_its_columns_and_needs_no_property(app_env) -> None:
+    at = open_syncs(app_env, SavedModel("events", DEMO_WAREHOUSE, EVENTS_SQL))
+    at.radio(key="sync_object").set_value("event").run()
+    assert "Each row becomes one event" in rendered(at) and "**Insert**" in rendered(at)
+    assert at.radio(key="sync_id_type").value == "user"
+    assert at.selectbox(key="sync_key").value == "user_id"
+    assert at.radio(key="sync_type_source").value == "column"
+    assert at.selectbox(key="sync_event_type_column").value == "event_type"
+    assert at.selectbox(key="sync_time_column").value == "occurred_at"
+    assert at.selectbox(key="sync_insert_id_column").value is None
+    assert at.checkbox(key="sync_skip_user_props").value is True
+    assert (
+        at.checkbox(key="sync_skip_user_props").label
+        == "Keep current user properties (skip user properties sync)"
+    )
+    assert board(at) == {"Model columns": ["event_id"], "Amplitude properties": []}
+    assert "No event property mapped" in rendered(at)
+    assert not at.get("toggle")  # the synthetic event is for user and device syncs
+
+    save(at, "events-sync")
+    saved = Workspace(app_env.home).get(SavedSync, "events-sync")
+    assert (saved.object, saved.key, saved.mappings) == (SyncObject.EVENT, "user_id", ())
+    assert saved.options == SyncOptions(event_type_column="event_type", time_column="occurred_at")
+    exported = at.code[0].value
+    assert 'behavior = "insert"' in exported and "skip_user_properties_sync = true" in exported
+
+
+def test_an_event_sync_with_a_constant_type_an_insert_id_and_a_property(app_env) -> None:
+    at = open_syncs(app_env, SavedModel("events", DEMO_WAREHOUSE, EVENTS_SQL))
+    at.radio(key="sync_object").set_value("event").run()
+    at.radio(key="sync_type_source").set_value("constant").run()
+    at.text_input(key="sync_name").input("logins").run()
+    assert (
+        "event syncs need exactly one of an event type (a constant) and an event type column"
+        in at.warning[0].value
+    )
+    at.text_input(key="sync_event_type").input("Logged in").run()
+    at.selectbox(key="sync_insert_id_column").select("event_id").run()
+    at.checkbox(key="sync_skip_user_props").uncheck().run()
+    assert board(at)["Model columns"] == ["event_type"]
+    drag(at, "event_type")
+    assert ops_offered(at) is None  # no operation column: event properties are sent as they are
+    assert list(at.dataframe[0].value.columns) == ["column", "property"]
+    edit_fields(at, {0: {"property": "source_type"}})
+    save(at, "logins")
+    saved = Workspace(app_env.home).get(SavedSync, "logins")
+    assert saved.options == SyncOptions(
+        event_type="Logged in", time_column="occurred_at", insert_id_column="event_id",
+        skip_user_properties_sync=False,
+    )  # fmt: skip
+    assert saved.mappings == (Mapping_("event_type", "source_type", Operation.SET),)
+
+    at.selectbox(key="sync_pick").select("New sync").run()
+    at.selectbox(key="sync_pick").select("logins").run()  # loads back as it was saved
+    assert (
+        at.radio(key="sync_object").value == "event" and at.radio(key="sync_type_source").value == "constant"
+    )
+    assert at.text_input(key="sync_event_type").value == "Logged in"
+    assert at.selectbox(key="sync_insert_id_column").value == "event_id"
+    assert at.checkbox(key="sync_skip_user_props").value is False
+
+
+def test_an_event_sync_keyed_on_devices_may_name_the_user(app_env) -> None:
+    sql = "select device_id, user_id, 'Seen' as kind, last_seen_at from devices where user_id < 'u_000012'"
+    at = open_syncs(app_env, SavedModel("seen", DEMO_WAREHOUSE, sql))
+    at.radio(key="sync_object").set_value("event").run()
+    assert at.selectbox(key="sync_key").value == "user_id"
+    assert not [s for s in at.selectbox if s.key == "sync_user_key"]
+    at.radio(key="sync_id_type").set_value("device").run()
+    assert at.selectbox(key="sync_key").value == "device_id"  # guessed again for device ids
+    at.selectbox(key="sync_user_key").select("user_id").run()
+    at.radio(key="sync_type_source").set_value("column").run()
+    at.selectbox(key="sync_event_type_column").select("kind").run()
+    at.selectbox(key="sync_time_column").select("last_seen_at").run()
+    save(at, "seen")
+    saved = Workspace(app_env.home).get(SavedSync, "seen")
+    assert (saved.key, saved.user_key, saved.options.id_type) == ("device_id", "user_id", "device")
+
+
+def test_a_user_sync_with_a_synthetic_updated_event(app_env) -> None:
+    at = open_syncs(app_env, SavedModel("ltv", DEMO_WAREHOUSE, LTV.sql))
+    toggle = at.toggle(key="sync_synthetic")
+    assert toggle.label == "Send a synthetic 'updated' event" and toggle.value is False
+    text = rendered(at)
+    assert "shows an updated user property only on events that arrive after the update" in text
+    assert "counts toward your event volume" in text and "inactive" in text
+    toggle.set_value(True).run()
+    assert at.text_input(key="sync_synthetic_name").value == "Updated by amp_sync"
+    save(drag(at, "plan"), "ltv-updated")
+    saved = Workspace(app_env.home).get(SavedSync, "ltv-updated")
+    assert saved.options == SyncOptions(synthetic_event="Updated by amp_sync")
+    assert 'synthetic_event = "Updated by amp_sync"' in at.code[0].value
+
+    at.text_input(key="sync_synthetic_name").input(" ").run()
+    assert "give the synthetic event a name, or turn it off" in at.warning[0].value
+    at.toggle(key="sync_synthetic").set_value(False).run()
+    save(at, "ltv-updated")
+    assert Workspace(app_env.home).get(SavedSync, "ltv-updated").options == SyncOptions()
+
+
+def test_an_exported_event_sync_imports_back(app_env) -> None:
+    ws = Workspace(app_env.home)
+    at = open_syncs(app_env, SavedModel("events", DEMO_WAREHOUSE, EVENTS_SQL))
+    at.radio(key="sync_object").set_value("event").run()
+    at.selectbox(key="sync_insert_id_column").select("event_id").run()
+    save(at, "events-sync")
+    original, exported = ws.get(SavedSync, "events-sync"), at.code[0].value
+    at.button(key="sync_delete").click().run()
+    at.button(key="sync_delete_yes").click().run()
+    at.text_area(key="sync_import_text").input(exported)
+    at.text_input(key="sync_import_api_key").input(SANDBOX_API_KEY)
+    at.text_input(key="sync_import_secret_key").input(SANDBOX_SECRET_KEY)
+    at.button(key="sync_import").click().run()
+    assert not at.exception
+    assert ws.get(SavedSync, "events-sync") == original
+    assert at.radio(key="sync_object").value == "event"
+    assert at.selectbox(key="sync_insert_id_column").value == "event_id"

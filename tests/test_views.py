@@ -10,8 +10,20 @@ from datetime import datetime
 import pytest
 
 from amp_sync import views
+from amp_sync.config import (
+    Destination,
+    Mapping_,
+    Model,
+    Region,
+    Source,
+    Sync,
+    SyncConfig,
+    SyncObject,
+    SyncOptions,
+)
 from amp_sync.plan import SAMPLE_LIMIT, FieldChange, Plan, Rejection
 from amp_sync.runner import Progress, Report
+from amp_sync.secret import Secret
 from amp_sync.state import RunRecord
 
 
@@ -220,7 +232,7 @@ def test_history_rows_and_chart() -> None:
     assert rows[0]["Started"] == "2026-11-03 18:05:07"
     assert rows[0]["Duration"] == "running"
     assert rows[1] == {
-        "Sync": "a", "Run": 1, "Started": "2026-11-02 09:30:00", "Duration": "1 min 15 s",
+        "Sync": "a", "Run": 1, "Kind": "run", "Started": "2026-11-02 09:30:00", "Duration": "1 min 15 s",
         "New": 10, "Changed": 0, "Unchanged": 0, "Removed": 0, "Rejected": 2, "Sent": 9, "Failed": 1,
         "Status": "ok", "Message": "",
     }  # fmt: skip
@@ -229,3 +241,87 @@ def test_history_rows_and_chart() -> None:
         {"Started": "2026-11-03 18:05:07", "sent": 0, "failed": 0, "rejected": 0},
     ]
     assert views.run_label("a", runs[1][1]) == "a · run 1 · 2026-11-02 09:30:00 · 2 rejected"
+
+
+def _config(obj: SyncObject, options: SyncOptions) -> SyncConfig:
+    sync = Sync("s", obj, "update_or_create", "user_id", (Mapping_("plan", "plan"),), None, options)
+    destination = Destination("D", Secret("k" * 32), None, Region.US, None)
+    return SyncConfig(Source(Secret("sqlite://")), destination, Model("m", "select 1"), sync)
+
+
+@pytest.mark.parametrize(
+    ("obj", "noun"),
+    [(SyncObject.USER, "users"), (SyncObject.DEVICE, "devices"), (SyncObject.GROUP, "groups"),
+     (SyncObject.EVENT, "events")],
+)  # fmt: skip
+def test_each_object_has_its_noun(obj: SyncObject, noun: str) -> None:
+    assert views.object_noun(_config(obj, SyncOptions()).sync) == noun
+
+
+def test_notes_of_an_event_preview_get_a_level_and_a_sentence() -> None:
+    config = _config(SyncObject.EVENT, SyncOptions(event_type="Paid", time_column="at"))
+    plan = Plan(new=2, first_time=1_780_000_000_000, last_time=1_790_000_000_000)
+    assert views.note_levels(Report("preview", plan), config) == [
+        ("info", "Events from 2026-05-28 20:26 UTC to 2026-09-21 14:13 UTC."),
+        ("warning", views.VOLUME_WARNING.capitalize() + "."),
+        ("warning", views.EDITED_ROWS_WARNING.capitalize() + "."),
+    ]
+    synthetic = _config(SyncObject.USER, SyncOptions(synthetic_event="Updated"))
+    [(level, text)] = views.note_levels(
+        Report("run", Plan(changed=3, synthetic=3), synthetic_sent=3), synthetic
+    )
+    assert level == "warning" and text.startswith("Sent 3 of 3 'Updated' events") and "inactive" in text
+
+
+def test_event_rows_show_each_event_to_send() -> None:
+    payloads = {
+        "evt_1": {"user_id": "u_000001", "event_type": "Paid", "time": 1_780_000_000_000,
+                  "event_properties": {"amount": 9.5, "currency": "EUR"}, "insert_id": "evt_1"},
+        "amp_sync-ab": {"device_id": "d-1234", "event_type": "Seen", "time": 1_780_000_000_123,
+                        "insert_id": "amp_sync-ab"},
+    }  # fmt: skip
+    rows = views.event_rows(payloads)
+    assert rows == [
+        {"Id": "u_000001", "Event type": "Paid", "Time": "2026-05-28 20:26:40 UTC",
+         "Properties": '{"amount": 9.5, "currency": "EUR"}', "Insert id": "evt_1"},
+        {"Id": "d-1234", "Event type": "Seen", "Time": "2026-05-28 20:26:40.123 UTC", "Properties": "",
+         "Insert id": "amp_sync-ab"},
+    ]  # fmt: skip
+    assert views.filter_events(rows, "SEEN") == rows[1:]
+    assert views.filter_events(rows, "evt_") == rows[:1]
+    assert views.filter_events(rows, " ") == rows
+
+
+def test_revert_rows_and_summary() -> None:
+    sample = [
+        FieldChange("u1", "plan", "$set", "Gold", "Starter", False),
+        FieldChange("u1", "seen", "$set", "yes", None, False),
+        FieldChange("u2", "tags", "$remove", ["a"], ["a"], False),
+    ]
+    columns = ("Key", "Property", "Operation", "Current value", "Restored value")
+    assert views.revert_rows(sample) == [
+        dict(zip(columns, row, strict=True))
+        for row in [
+            ("u1", "plan", "$set", "Gold", "Starter"),
+            ("u1", "seen", "$unset", "yes", "(unset)"),
+            ("u2", "tags", "$remove", '["a"]', '["a"]'),
+        ]
+    ]
+    plan = Plan(changed=2, reverts_run=4)
+    assert views.revert_summary(Report("revert", plan, sent=2, seconds=1.0)) == (
+        "success",
+        "Reverted run #4: sent 2 keys back to their values from before it, in 1.0 s.",
+    )
+    level, text = views.revert_summary(Report("revert", plan, sent=1, failed=1))
+    assert level == "warning" and "1 were not delivered" in text and "Revert again" in text
+
+
+def test_result_summary_of_events() -> None:
+    report = Report("run", Plan(new=4), sent=4, seconds=2.0)
+    assert views.result_summary(report, "events") == (
+        "success",
+        "Sent 4 events in 2.0 s. Amplitude has every event of the model.",
+    )
+    assert views.result_summary(Report("run", Plan(unchanged=4)), "events")[1] == (
+        "Nothing to send: Amplitude already has every event of the model."
+    )

@@ -1,4 +1,4 @@
-"""Saved objects persist owner-only, renames follow references, sync files round-trip."""
+"""Saved objects persist owner-only, renames follow references, sync files of every object round-trip."""
 
 from __future__ import annotations
 
@@ -8,7 +8,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from amp_sync.config import Destination, Mapping_, Operation, Region, SyncObject, parse_config
+from amp_sync.config import (
+    Destination,
+    Mapping_,
+    Model,
+    Operation,
+    Region,
+    Source,
+    Sync,
+    SyncConfig,
+    SyncObject,
+    SyncOptions,
+    parse_config,
+)
 from amp_sync.errors import ConfigError, StateError
 from amp_sync.secret import Secret
 from amp_sync.workspace import SavedModel, SavedSync, Warehouse, Workspace, _toml, export_sync
@@ -120,3 +132,77 @@ def test_renaming_a_sync_moves_its_snapshot_and_history(tmp_path) -> None:
     moved = StateStore.open(ws.home, "renamed")
     assert moved.digests() == {"alice": b"x"}
     moved.close()
+
+
+GROUP_OPTIONS = SyncOptions(group_type="company")
+EVENT_OPTIONS = SyncOptions(
+    id_type="device", event_type_column="event_type", time_column="occurred_at",
+    insert_id_column="event_id", skip_user_properties_sync=False,
+)  # fmt: skip
+OBJECT_KINDS = [
+    (SyncObject.USER, "user_id", (Mapping_("ltv", "ltv", Operation.ADD),), None,
+     SyncOptions(synthetic_event="Updated by amp_sync")),
+    (SyncObject.DEVICE, "device_id", (Mapping_("ltv", "ltv"),), "uid", SyncOptions()),
+    (SyncObject.GROUP, "company", (Mapping_("ltv", "arr", Operation.SET_ONCE),), None, GROUP_OPTIONS),
+    (SyncObject.EVENT, "device_id", (Mapping_("ltv", "amount"),), "uid", EVENT_OPTIONS),
+    (SyncObject.EVENT, "user_id", (), None, SyncOptions(event_type="Purchase", time_column="paid_at")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("obj", "key", "mappings", "user_key", "options"), OBJECT_KINDS)
+def test_each_object_round_trips_through_the_workspace_and_its_sync_file(
+    tmp_path, obj, key, mappings, user_key, options
+) -> None:
+    ws = filled(tmp_path)
+    saved = SavedSync("objects", "ltv", "Prod", obj, key, mappings, user_key, options)
+    ws.save(saved)
+    assert Workspace(ws.home).get(SavedSync, "objects") == saved  # survives a restart
+    config = ws.sync_config("objects")
+    assert config.sync.options == options
+    assert config.sync.behavior == ("insert" if obj is SyncObject.EVENT else "update_or_create")
+
+    text = export_sync(config)
+    env = {"AMPLITUDE_API_KEY": KEY, "AMPLITUDE_SECRET_KEY": SECRET, "WAREHOUSE_PASSWORD": "p%40ss"}
+    assert parse_config(text, env) == config
+    other = Workspace(tmp_path / "other")
+    assert other.get(SavedSync, other.import_sync(text, env).name) == saved
+    assert other.sync_config("objects") == config
+
+
+def test_the_file_holds_only_the_keys_of_the_object() -> None:
+    def exported(obj: SyncObject, options: SyncOptions, user_key: str | None = None) -> str:
+        sync = Sync("s", obj, "update_or_create", "k", (Mapping_("a", "a"),), user_key, options)
+        return export_sync(SyncConfig(Source(Secret("sqlite://")), Destination(
+            "D", Secret(KEY), None, Region.US, None), Model("m", "select 1"), sync))  # fmt: skip
+
+    user = exported(SyncObject.USER, SyncOptions())
+    assert "synthetic_event" not in user and "skip_user_properties_sync" not in user
+    assert 'synthetic_event = "Updated"' in exported(SyncObject.USER, SyncOptions(synthetic_event="Updated"))
+    group = exported(SyncObject.GROUP, SyncOptions(group_type="org", synthetic_event="left over"))
+    assert 'group_type = "org"' in group and "synthetic_event" not in group and "id_type" not in group
+    event = exported(SyncObject.EVENT, SyncOptions(event_type="Paid", time_column="at"))
+    assert 'id_type = "user"' in event and 'event_type = "Paid"' in event and 'time_column = "at"' in event
+    assert "skip_user_properties_sync = true" in event and "insert_id_column" not in event
+    off = SyncOptions(event_type="Paid", time_column="at", skip_user_properties_sync=False)
+    assert "skip_user_properties_sync = false" in exported(SyncObject.EVENT, off)
+
+
+def test_a_workspace_saved_before_sync_options_still_loads(tmp_path) -> None:
+    import json
+
+    ws = filled(tmp_path)
+    data = json.loads(ws.path.read_text())
+    del data["syncs"]["ltv-sync"]["options"]
+    ws.path.write_text(json.dumps(data))
+    saved = ws.get(SavedSync, "ltv-sync")
+    assert saved.options == SyncOptions() and saved.user_key == "uid"
+    assert ws.sync_config("ltv-sync").sync.behavior == "update_or_create"
+
+
+def test_options_another_object_left_behind_never_reach_the_sync(tmp_path) -> None:
+    ws = filled(tmp_path)
+    leftovers = SyncOptions(group_type="company", time_column="at", synthetic_event="Updated")
+    ws.save(SavedSync("user-sync", "ltv", "Prod", SyncObject.USER, "user_id", (Mapping_("ltv", "ltv"),),
+                      "uid", leftovers))  # fmt: skip
+    sync = ws.sync_config("user-sync").sync
+    assert sync.options == SyncOptions(synthetic_event="Updated") and sync.user_key is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from playwright.sync_api import Page
+from playwright.sync_api import Error, Page, expect
 
 from amp_sync.sandbox import Sandbox
 
@@ -35,6 +35,23 @@ def choose(page: Page, key: str, option: str) -> None:
     page.locator(f".st-key-{key}").get_by_role("combobox").click()
     page.get_by_role("option", name=option, exact=True).click()
     wait_idle(page)
+
+
+def choose_settled(page: Page, key: str, option: str, attempts: int = 3) -> None:
+    """Pick `option`, again if a rerun (a component mounting, say) closed the list first."""
+    box = page.locator(f".st-key-{key}").get_by_role("combobox")
+    for attempt in range(attempts):
+        try:
+            box.click()
+            page.get_by_role("option", name=option, exact=True).click(timeout=5_000)
+            wait_idle(page)
+            expect(box).to_have_value(option, timeout=5_000)
+            return
+        except (Error, AssertionError):
+            if attempt == attempts - 1:
+                raise
+            page.keyboard.press("Escape")
+            wait_idle(page)
 
 
 def wait_idle(page: Page) -> None:

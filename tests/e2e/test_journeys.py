@@ -1,8 +1,8 @@
-"""The analyst's journeys in a real browser: connect, write a model, map, preview, sync, history."""
+"""The analyst's journeys in a real browser: connect, write a model, map, preview, sync, history, revert."""
 
 from __future__ import annotations
 
-from e2e_support import App, choose, open_page, screenshot, wait_idle
+from e2e_support import App, choose, choose_settled, open_page, screenshot, wait_idle
 from playwright.sync_api import Page, expect
 
 
@@ -144,3 +144,81 @@ def test_d_preview_then_sync_then_history(page: Page, app: App) -> None:
     expect(page.get_by_test_id("stDataFrame").first).to_be_visible()
     expect(page.get_by_text("Download 8 rejected rows (CSV)")).to_be_visible()
     screenshot(page, "history")
+
+
+def test_e_backfill_events_then_revert_a_user_sync(page: Page, app: App) -> None:
+    from amp_sync import runner, state
+    from amp_sync.config import Mapping_, SyncObject, SyncOptions
+    from amp_sync.workspace import DEMO_WAREHOUSE, SANDBOX_DESTINATION, SavedModel, SavedSync, Workspace
+
+    open_page(page, app)  # the first visit creates the sandbox destination and demo warehouse
+    ws = Workspace(app.home)
+    sql = "select event_id, user_id, event_type, occurred_at from events where user_id = 'u_000002'"
+    ws.save(SavedModel("logins", DEMO_WAREHOUSE, sql))
+
+    # An event sync, built on the Syncs page: the event columns are guessed from their names.
+    open_page(page, app, "syncs")
+    choose(page, "sync_model", "logins")
+    page.locator(".st-key-sync_object").get_by_text("Event", exact=True).click()
+    wait_idle(page)
+    time_column = page.locator(".st-key-sync_time_column").get_by_role("combobox")
+    expect(time_column).to_have_value("occurred_at", timeout=20_000)
+    expect(page.locator(".st-key-sync_event_type_column").get_by_role("combobox")).to_have_value("event_type")
+    expect(page.locator(".st-key-sync_skip_user_props input")).to_be_checked()
+    expect(page.locator(".st-key-sync_insert_id_column").get_by_role("combobox")).to_have_attribute(
+        "placeholder", "None: a hash of the row"
+    )
+    choose_settled(page, "sync_insert_id_column", "event_id")
+    page.locator(".st-key-sync_name input").fill("events-journey")
+    page.locator(".st-key-sync_name input").press("Enter")
+    wait_idle(page)
+    page.locator(".st-key-sync_save button").click()
+    expect(page.get_by_text("Saved the sync 'events-journey'.")).to_be_visible(timeout=20_000)
+    screenshot(page, "syncs-events")
+    saved = Workspace(app.home).get(SavedSync, "events-journey")
+    assert (saved.object, saved.options.insert_id_column) == (SyncObject.EVENT, "event_id")
+
+    # Preview: the events, how far back they go, the warnings; then the run sends each once.
+    open_page(page, app, "preview")
+    choose(page, "preview_sync", "events-journey")
+    page.locator(".st-key-preview_button button").click()
+    to_send = page.get_by_test_id("stMetric").filter(has_text="Events to send").first
+    expect(to_send).to_be_visible(timeout=60_000)
+    total = int(to_send.get_by_test_id("stMetricValue").inner_text().replace(",", ""))
+    assert total > 0
+    expect(page.get_by_text("Events from 2026-", exact=False)).to_be_visible()
+    expect(page.get_by_text("count toward your event volume", exact=False)).to_be_visible()
+    expect(page.get_by_test_id("stDataFrame").first).to_be_visible()  # the events themselves
+    screenshot(page, "preview-events")
+    assert app.sandbox.store.events() == []
+    page.locator(".st-key-start_sync button").click()
+    expect(page.get_by_text(f"Sent {total:,} events", exact=False)).to_be_visible(timeout=60_000)
+    arrived = [e for e in app.sandbox.store.events() if e["insert_id"].startswith("evt_")]
+    assert len(arrived) == total and {e["user_id"] for e in arrived} == {"u_000002"}
+
+    # A user sync ran twice; History previews the revert of the second run, then sends it.
+    small = "select user_id, plan_id as plan from users where user_id between 'u_000002' and 'u_000011'"
+    ws.save(SavedModel("plans", DEMO_WAREHOUSE, small))
+    mappings = (Mapping_("plan", "plan"),)
+    options = SyncOptions(synthetic_event="Updated by amp_sync")
+    ws.save(SavedSync("plans-journey", "plans", SANDBOX_DESTINATION, SyncObject.USER, "user_id", mappings,
+                      None, options))  # fmt: skip
+    runner.run(ws.sync_config("plans-journey"), app.home)
+    before = app.sandbox.store.profile(user_id="u_000005")["user_properties"]["plan"]
+    ws.save(SavedModel("plans", DEMO_WAREHOUSE, small.replace("plan_id as plan", "'Gold' as plan")), "plans")
+    runner.run(ws.sync_config("plans-journey"), app.home)
+    assert app.sandbox.store.profile(user_id="u_000005")["user_properties"]["plan"] == "Gold"
+
+    open_page(page, app, "history")
+    choose(page, "history_sync", "plans-journey")
+    page.locator(".st-key-history_revert_preview button").click()
+    expect(page.get_by_test_id("stMetric").filter(has_text="Keys to revert").first).to_contain_text(
+        "10", timeout=60_000
+    )
+    expect(page.get_by_text("(unset): the property is cleared", exact=False)).to_be_visible()
+    screenshot(page, "revert")
+    page.locator(".st-key-history_revert_confirm button").click()
+    expect(page.get_by_text("Reverted run #2: sent 10 keys back", exact=False)).to_be_visible(timeout=60_000)
+    assert app.sandbox.store.profile(user_id="u_000005")["user_properties"]["plan"] == before
+    newest = state.history(app.home, "plans-journey")[0]
+    assert (newest.kind, newest.message) == ("revert", "reverted run #2")
