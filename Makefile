@@ -44,7 +44,9 @@ bench: $(STAMP)
 screenshots: $(STAMP)
 	$(PY) -m pytest tests/e2e -q
 	cp tests/artifacts/home.png tests/artifacts/destinations.png tests/artifacts/models.png \
-	   tests/artifacts/syncs.png tests/artifacts/preview.png tests/artifacts/history.png docs/screenshots/
+	   tests/artifacts/syncs.png tests/artifacts/preview.png tests/artifacts/history.png \
+	   tests/artifacts/syncs-events.png tests/artifacts/preview-events.png tests/artifacts/revert.png \
+	   docs/screenshots/
 
 clean:
 	rm -rf $(VENV) .amp_sync demo/warehouse.duckdb .pytest_cache .ruff_cache .mypy_cache

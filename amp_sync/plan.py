@@ -290,7 +290,7 @@ def spool_update(
     channel, sent = wire(sync, key, item, seq)
     part = partition_of(item.get("user_id") or key, partitions)
     spool.add(key, part, sent, text, fp, raw, seq, channel, before)
-    if sync.options.synthetic_event:
+    if sync.options.synthetic_event and sync.object in (SyncObject.USER, SyncObject.DEVICE):
         spool.add(key, part, synthetic_event(sync, item, key, seq), "", fp, 0, seq, Channel.SYNTHETIC)
 
 
