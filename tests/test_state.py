@@ -130,3 +130,32 @@ def test_a_format_1_state_file_is_migrated_and_keeps_what_was_acknowledged(tmp_p
     reader = StateStore.open_read_only(tmp_path, "old")
     assert reader is not None and len(reader.index()) == 30_000
     reader.close()
+
+
+def test_a_format_2_state_file_gains_revert_tracking_and_older_rows_are_never_reverted(tmp_path) -> None:
+    path = state_path(tmp_path, "two")
+    path.parent.mkdir(parents=True)
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '2');
+        CREATE TABLE snapshot (key TEXT PRIMARY KEY, digest BLOB NOT NULL, doc TEXT NOT NULL,
+            key_hash INTEGER, raw INTEGER, seq INTEGER) WITHOUT ROWID;
+        CREATE TABLE runs (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, started_at REAL NOT NULL,
+            finished_at REAL, status TEXT NOT NULL, counts TEXT NOT NULL DEFAULT '{}',
+            message TEXT NOT NULL DEFAULT '');
+        CREATE TABLE rejections (run_id INTEGER NOT NULL, key TEXT NOT NULL, reason TEXT NOT NULL);
+        INSERT INTO snapshot VALUES ('alice', x'00', '{"plan":["$set","pro"]}', 1, 2, 3);
+        """
+    )
+    db.commit()
+    db.close()
+
+    store = StateStore.open(tmp_path, "two")
+    assert store.docs(["alice"]) == {"alice": {"plan": ["$set", "pro"], "$seq": 3}}
+    assert store.last_changed_run() is None  # rows from before format 3 belong to no run
+    store.commit([("bobby", b"d", "{}", 5, 1, None)], run_id=7)
+    assert store.last_changed_run() == 7
+    assert [row for piece in store.touched(7) for row in piece] == [("bobby", "{}", None, 1)]
+    store.close()
