@@ -30,6 +30,8 @@ IDENTICAL_ROW = (
     "(add an insert_id_column if these are distinct events)"
 )
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# As milliseconds, anything below this is before March 1973: far likelier to be seconds.
+_SECONDS_LOOK_ALIKE = 100_000_000_000
 
 
 def event_time(value: Any) -> int | Invalid:
@@ -47,7 +49,7 @@ def event_time(value: Any) -> int | Invalid:
             return Invalid(f"event time {value[:40]!r} is not an ISO-8601 date or timestamp")
     if isinstance(value, dt.datetime):
         stamp = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-        ms = round((stamp - _EPOCH).total_seconds() * 1000)
+        ms = (stamp - _EPOCH) // dt.timedelta(milliseconds=1)
     elif isinstance(value, dt.date):
         ms = (value - _EPOCH.date()).days * 86_400_000
     elif isinstance(value, bool) or not isinstance(value, int | float | Decimal):
@@ -56,6 +58,11 @@ def event_time(value: Any) -> int | Invalid:
         whole = _whole(value)
         if whole is None:
             return Invalid(f"event time {value} is not a whole number of milliseconds")
+        if 0 < whole < _SECONDS_LOOK_ALIKE:
+            return Invalid(
+                f"event time {whole} looks like seconds since the epoch; Amplitude takes "
+                "milliseconds (multiply by 1000 in the model)"
+            )
         ms = whole
     if ms < 0:
         return Invalid("event time is before 1970")

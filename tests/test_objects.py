@@ -550,3 +550,37 @@ def test_output_piped_into_a_reader_that_stops_early_ends_quietly(
     done = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=60)
     assert done.stdout.startswith('{"new": 0')
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2025-01-05 10:00:00", 1736071200000),
+        ("2025-01-05T10:00:00+01:00", 1736067600000),
+        ("2025-01-05", 1736035200000),
+        (1736071200123, 1736071200123),
+        (1736071200123.0, 1736071200123),
+        (None, "missing event time"),
+        ("yesterday", "event time 'yesterday' is not an ISO-8601 date or timestamp"),
+        (
+            1736071200,
+            "event time 1736071200 looks like seconds since the epoch; Amplitude takes milliseconds",
+        ),
+        (1.5, "event time 1.5 is not a whole number of milliseconds"),
+        (-5, "event time is before 1970"),
+        (True, "event time must be a timestamp, a date or milliseconds, not bool"),
+    ],
+)
+def test_event_times_in_milliseconds_or_words(value, expected):
+    import datetime as dt
+
+    from amp_sync.events import event_time
+    from amp_sync.values import Invalid
+
+    found = event_time(value)
+    if isinstance(expected, int):
+        assert found == expected
+    else:
+        assert isinstance(found, Invalid) and found.reason.startswith(expected)
+    assert event_time(dt.date(2025, 1, 5)) == 1736035200000
+    assert event_time(dt.datetime(2025, 1, 5, 10, 0, 0, 999)) == 1736071200000
