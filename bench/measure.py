@@ -1,9 +1,11 @@
-"""Clocks and meters: wall time of a call, and wall time plus peak memory of a child process."""
+"""Clocks and meters: wall time of a call (with the CPU time of the client and of a server), and
+wall time plus peak memory of a child process."""
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -22,6 +24,39 @@ def timed(call: Callable[[], T]) -> tuple[float, T]:
     started = time.perf_counter()
     result = call()
     return time.perf_counter() - started, result
+
+
+@dataclass(frozen=True, slots=True)
+class Clocks:
+    """One timed call: wall seconds, and CPU seconds used meanwhile by this process (the client,
+    every thread of it) and by a server process."""
+
+    seconds: float
+    client_cpu: float
+    server_cpu: float
+
+
+def timed_cpu(call: Callable[[], T], server_pid: int) -> tuple[Clocks, T]:
+    """(clocks, result) of one call made to the server process `server_pid`."""
+    client, server, started = _own_cpu(), process_cpu(server_pid), time.perf_counter()
+    result = call()
+    seconds = time.perf_counter() - started
+    return Clocks(seconds, _own_cpu() - client, process_cpu(server_pid) - server), result
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has used so far; 0.0 where /proc is missing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    except OSError:
+        return 0.0
+    fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def median(values: Sequence[float]) -> float:

@@ -1,4 +1,5 @@
-"""A PNG of (a) throughput against the SDK and (b) incremental run against a bare read."""
+"""A PNG of (a) throughput against the SDK, into the sandbox and against an endpoint that does
+nothing, and (b) incremental run against a bare read."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from bench.measure import median
-from bench.report import RATIO_TARGET, rate
+from bench.report import BACKFILL_TARGET, RATIO_TARGET, rate
 from bench.scenarios import Results
 
 AMP, BASE, TARGET = "#1f77b4", "#999999", "#d62728"
+WIDTH = 0.38  # of one bar; two bars side by side per group
+CEILING_TICK = "against an endpoint that does\nnothing (each client's ceiling,\nnot a target)"
 
 
 def plot(results: Results, path: Path) -> bool:
@@ -33,23 +36,40 @@ def plot(results: Results, path: Path) -> bool:
 
 
 def _backfill(results: Results, ax: Axes) -> None:
-    b = results.backfill
+    b, c = results.backfill, results.ceiling
     assert b is not None
-    series = [("amp_sync run", b.amp_seconds, AMP), ("official SDK", b.sdk_seconds, BASE)]
-    for x, (name, seconds, colour) in enumerate(series):
-        value = rate(b.rows, seconds)
-        ax.bar(x, value, color=colour, label=name)
-        ax.scatter([x] * len(seconds), [b.rows / s for s in seconds], color="black", s=12, zorder=3)
-        _label(ax, x, value, f"{value:,.0f}")
-    ax.set_xticks(range(len(series)), [name for name, _, _ in series])
+    groups = [("into the sandbox", b.amp.seconds, b.sdk.seconds)]
+    if c is not None and c.sdk.seconds:
+        groups.append((CEILING_TICK, c.amp.seconds, c.sdk.seconds))
+    for x, (_, amp_seconds, sdk_seconds) in enumerate(groups):
+        first = x == 0  # label each series once in the legend
+        amp = _bar(ax, x - WIDTH / 2, b.rows, amp_seconds, AMP, "amp_sync run" if first else None)
+        sdk = _bar(ax, x + WIDTH / 2, b.rows, sdk_seconds, BASE, "official SDK" if first else None)
+        if first:
+            ax.hlines(BACKFILL_TARGET * sdk, x - WIDTH, x, colors=TARGET, linestyles="dashed",
+                      label=f"target: {BACKFILL_TARGET:g}× the SDK")  # fmt: skip
+        top = max(b.rows / s for s in [*amp_seconds, *sdk_seconds])  # above every repetition's dot
+        ax.annotate(f"{amp / sdk:.2f}×", (x, top), xytext=(0, 6), textcoords="offset points",
+                    ha="center", fontweight="bold")  # fmt: skip
+    ax.set_xticks(range(len(groups)), [name for name, _, _ in groups])
     ax.set_ylabel("rows/s, median; dots: repetitions (higher is better)")
-    ax.set_title(f"(a) full backfill of {b.rows:,} users ({b.backend})")
-    ax.margins(y=0.1)
+    ax.set_title(f"(a) full backfill of {b.rows:,} users ({b.backend}); amp_sync ÷ SDK above")
+    ax.margins(y=0.12)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=3, frameon=False)
+
+
+def _bar(ax: Axes, x: float, rows: int, seconds: list[float], colour: str, label: str | None) -> float:
+    """A bar of rows/s at the median, a dot per repetition, the figure inside; returns the rate."""
+    value = rate(rows, seconds)
+    ax.bar(x, value, WIDTH, color=colour, label=label)
+    ax.scatter([x] * len(seconds), [rows / s for s in seconds], color="black", s=12, zorder=3)
+    _label(ax, x, value, f"{value:,.0f}")
+    return value
 
 
 def _incremental(results: Results, ax: Axes) -> None:
     done = [i for i in results.incrementals if i.run_seconds]
-    w = 0.38
+    w = WIDTH
     for x, i in enumerate(done):
         read, run = median(i.read_seconds), median(i.run_seconds)
         first = x == 0  # label each series once in the legend

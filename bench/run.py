@@ -1,8 +1,9 @@
 """`make bench`: measure amp_sync against its baselines and print a results table.
 
-(a) full backfill against the official Amplitude SDK, (b) an incremental run against a bare read of
-the same model, (c) peak memory of a run, (d) requests of a run with nothing changed. The sandbox
-runs as a child process. Figures go to stdout and bench/results/latest.md, a plot to latest.png.
+(a) full backfill against the official Amplitude SDK (and, as each client's ceiling, the same against
+an endpoint that does nothing), (b) an incremental run against a bare read of the same model, (c)
+peak memory of a run, (d) requests of a run with nothing changed. The servers run as child
+processes. Figures go to stdout and bench/results/latest.md, a plot to latest.png.
 """
 
 from __future__ import annotations
@@ -159,6 +160,11 @@ def _method() -> list[str]:
         "median of the repetitions listed under Details. (a) times `amp_sync.runner.run` into an empty",
         "sandbox with a fresh AMP_SYNC_HOME against a script sending one identify per row through the",
         "official SDK (default settings, `/2/httpapi`); both read with the same SQLAlchemy driver.",
+        "The (a) ceiling rows repeat that backfill against an endpoint that does nothing",
+        "(`bench/null_endpoint.py`: reads each request, answers Amplitude's success body, keeps",
+        "nothing): each client's own limit, what it reaches when the server costs nothing. Not a",
+        "target. CPU per row: the benchmark process (the client, all its threads) and the server",
+        "process, each over the timed call, at the median.",
         "(b) changes 1% of rows (UPDATE), then times `run` against a bare `SELECT` fetched to the end.",
         "(c) is the peak RSS (VmHWM) of `amp-sync run --json` as a child process: a first full run into",
         "an empty sandbox, then a second run with nothing changed, whose requests are (d).",

@@ -1,6 +1,7 @@
-"""The sandbox as a child process (`python -m amp_sync sandbox`) on a free loopback port.
+"""The servers the clients send to, each a child process on a free loopback port: the sandbox
+(`python -m amp_sync sandbox`) and the endpoint that does nothing (`python -m bench.null_endpoint`).
 
-A separate process, so the server does not share the GIL with the client being measured.
+Separate processes, so a server does not share the GIL with the client being measured.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import requests
 
 STARTUP_SECONDS = 30.0
+REPO = Path(__file__).resolve().parent.parent  # `-m bench.null_endpoint` imports from here
 
 
 @dataclass(slots=True)
@@ -58,31 +60,65 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@dataclass(slots=True)
+class NullEndpoint:
+    """A running endpoint that does nothing: its base URL and what it received."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def reset(self) -> None:
+        """Zero the counts."""
+        requests.post(f"{self.url}/received/reset", timeout=60).raise_for_status()
+
+    def received(self) -> tuple[int, int]:
+        """(requests, items) received since the last reset."""
+        answer = requests.get(f"{self.url}/received", timeout=60)
+        answer.raise_for_status()
+        counts = answer.json()
+        return int(counts["requests"]), int(counts["items"])
+
+
 @contextmanager
 def sandbox(log: Path) -> Iterator[SandboxProcess]:
     """Start a sandbox child, wait until it answers /health, stop it on exit."""
     port = free_port()
     command = [sys.executable, "-m", "amp_sync", "sandbox", "--port", str(port)]
+    with _child(command, port, log) as (url, process):
+        yield SandboxProcess(url, process)
+
+
+@contextmanager
+def null_endpoint(log: Path) -> Iterator[NullEndpoint]:
+    """Start the endpoint that does nothing, wait until it answers /health, stop it on exit."""
+    port = free_port()
+    command = [sys.executable, "-m", "bench.null_endpoint", str(port)]
+    with _child(command, port, log) as (url, process):
+        yield NullEndpoint(url, process)
+
+
+@contextmanager
+def _child(command: list[str], port: int, log: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     with log.open("ab") as err:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, cwd=REPO)
     try:
-        running = SandboxProcess(f"http://127.0.0.1:{port}", process)
-        _wait_healthy(running)
-        yield running
+        url = f"http://127.0.0.1:{port}"
+        _wait_healthy(url, process, command[2])
+        yield url, process
     finally:
         process.terminate()
         process.wait(timeout=30)
 
 
-def _wait_healthy(running: SandboxProcess) -> None:
+def _wait_healthy(url: str, process: subprocess.Popen[bytes], name: str) -> None:
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
-        if running.process.poll() is not None:
-            raise RuntimeError(f"the sandbox exited at start (status {running.process.returncode})")
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited at start (status {process.returncode})")
         try:
-            if requests.get(f"{running.url}/health", timeout=1).ok:
+            if requests.get(f"{url}/health", timeout=1).ok:
                 return
         except requests.ConnectionError:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"the sandbox did not answer within {STARTUP_SECONDS:.0f} s")
+    raise RuntimeError(f"{name} did not answer within {STARTUP_SECONDS:.0f} s")

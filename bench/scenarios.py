@@ -1,6 +1,9 @@
 """The measurements: (a) backfill against the official SDK, (b) incremental run against a bare read,
 (c) peak memory of a run, (d) requests of a run with nothing changed.
 
+(a) runs twice: into the sandbox (the measurement), then against an endpoint that does nothing,
+which shows each client's own ceiling, what it would reach if the server cost nothing.
+
 (b), (c) and (d) share their preparation: one generated warehouse per (engine, size) gets a first
 full run and a second, unchanged run as child processes (peak memory, and the requests of the
 second), then the timed incremental rounds of (b) in this process.
@@ -17,8 +20,8 @@ from pathlib import Path
 from amp_sync.config import SyncConfig, load_config
 from amp_sync.runner import Report, run
 from bench import baseline
-from bench.measure import ChildRun, run_cli, timed
-from bench.sandbox_process import SandboxProcess, sandbox
+from bench.measure import ChildRun, Clocks, run_cli, timed, timed_cpu
+from bench.sandbox_process import NullEndpoint, SandboxProcess, null_endpoint, sandbox
 from bench.warehouses import MODEL_SQL, Warehouse, change_one_percent, generate, sync_file
 
 Log = Callable[[str], None]
@@ -40,18 +43,38 @@ class Settings:
 
 
 @dataclass(slots=True)
+class Reps:
+    """One client's repetitions of (a): wall seconds, CPU seconds of the client and of the server,
+    requests, and rows that arrived (profiles in the sandbox, items at the endpoint)."""
+
+    seconds: list[float] = field(default_factory=list)
+    client_cpu: list[float] = field(default_factory=list)
+    server_cpu: list[float] = field(default_factory=list)
+    requests: list[int] = field(default_factory=list)
+    arrived: list[int] = field(default_factory=list)
+
+    def add(self, clocks: Clocks, requests: int, arrived: int) -> None:
+        """Record one repetition."""
+        self.seconds.append(clocks.seconds)
+        self.client_cpu.append(clocks.client_cpu)
+        self.server_cpu.append(clocks.server_cpu)
+        self.requests.append(requests)
+        self.arrived.append(arrived)
+
+
+@dataclass(slots=True)
 class Backfill:
-    """(a): per repetition, seconds, profiles that arrived and requests, for amp_sync and the SDK."""
+    """(a) into the sandbox, or its ceiling against the endpoint that does nothing: both clients.
+
+    same_profile: whether one sample profile came out the same from both (None: not compared, as
+    the endpoint keeps nothing).
+    """
 
     backend: str
     rows: int
-    amp_seconds: list[float] = field(default_factory=list)
-    sdk_seconds: list[float] = field(default_factory=list)
-    amp_arrived: list[int] = field(default_factory=list)
-    sdk_arrived: list[int] = field(default_factory=list)
-    amp_requests: list[int] = field(default_factory=list)
-    sdk_requests: list[int] = field(default_factory=list)
-    same_profile: bool = True
+    amp: Reps = field(default_factory=Reps)
+    sdk: Reps = field(default_factory=Reps)
+    same_profile: bool | None = None
 
 
 @dataclass(slots=True)
@@ -85,33 +108,41 @@ class Results:
 
     wanted: frozenset[str]
     backfill: Backfill | None = None
+    ceiling: Backfill | None = None
     scales: list[Scale] = field(default_factory=list)
     incrementals: list[Incremental] = field(default_factory=list)
 
 
 def backfill(settings: Settings, results: Results) -> None:
-    """(a) Full backfill into an empty sandbox, amp_sync and the SDK alternating, `reps` times each."""
+    """(a) Full backfill into an empty sandbox, amp_sync and the SDK alternating, `reps` times each;
+    then the same against an endpoint that does nothing."""
     warehouse = _generate(settings, settings.backfill_backend, settings.rows_a)
-    result = results.backfill = Backfill(warehouse.backend, warehouse.rows)
-    with sandbox(settings.folder / "sandbox.log") as box:
-        config = load_config(sync_file(warehouse, box.url, settings.folder))
-        for rep in range(settings.reps):
-            amp_profile = _amp_backfill(settings, config, box, result, rep)
-            sdk_profile = _sdk_backfill(settings, warehouse, box, result, rep)
-            result.same_profile &= amp_profile == sdk_profile
-    warehouse.path.unlink()
+    result = results.backfill = Backfill(warehouse.backend, warehouse.rows, same_profile=True)
+    try:
+        with sandbox(settings.folder / "sandbox.log") as box:
+            config = load_config(sync_file(warehouse, box.url, settings.folder))
+            for rep in range(settings.reps):
+                amp_profile = _amp_backfill(settings, config, box, result, rep)
+                sdk_profile = _sdk_backfill(settings, warehouse, box, result, rep)
+                result.same_profile = bool(result.same_profile) and amp_profile == sdk_profile
+        ceiling = results.ceiling = Backfill(warehouse.backend, warehouse.rows)
+        with null_endpoint(settings.folder / "null_endpoint.log") as endpoint:
+            config = load_config(sync_file(warehouse, endpoint.url, settings.folder))
+            for rep in range(settings.reps):
+                _amp_ceiling(settings, config, endpoint, ceiling, rep)
+                _sdk_ceiling(settings, warehouse, endpoint, ceiling, rep)
+    finally:
+        warehouse.path.unlink(missing_ok=True)
 
 
 def _amp_backfill(
     settings: Settings, config: SyncConfig, box: SandboxProcess, result: Backfill, rep: int
 ) -> dict[str, object] | None:
     box.reset()
-    seconds, report = timed(partial(run, config, settings.folder / f"home-a-{rep}"))
+    clocks, report = timed_cpu(partial(run, config, settings.folder / f"home-a-{rep}"), box.process.pid)
     _check(report)
-    result.amp_seconds.append(seconds)
-    result.amp_arrived.append(box.profile_count())
-    result.amp_requests.append(len(box.requests()))
-    settings.log(f"(a) rep {rep + 1}: amp_sync {seconds:.1f} s, {result.amp_arrived[-1]:,} profiles")
+    result.amp.add(clocks, len(box.requests()), box.profile_count())
+    _log_rep(settings, "(a)", rep, "amp_sync", clocks, f"{result.amp.arrived[-1]:,} profiles")
     return box.profile(SAMPLE_USER)
 
 
@@ -119,12 +150,39 @@ def _sdk_backfill(
     settings: Settings, warehouse: Warehouse, box: SandboxProcess, result: Backfill, rep: int
 ) -> dict[str, object] | None:
     box.reset()
-    seconds, _ = timed(partial(baseline.sdk_backfill, warehouse.url, MODEL_SQL, box.url))
-    result.sdk_seconds.append(seconds)
-    result.sdk_arrived.append(box.profile_count())
-    result.sdk_requests.append(len(box.requests()))
-    settings.log(f"(a) rep {rep + 1}: SDK {seconds:.1f} s, {result.sdk_arrived[-1]:,} profiles")
+    send = partial(baseline.sdk_backfill, warehouse.url, MODEL_SQL, box.url)
+    clocks, _ = timed_cpu(send, box.process.pid)
+    result.sdk.add(clocks, len(box.requests()), box.profile_count())
+    _log_rep(settings, "(a)", rep, "SDK", clocks, f"{result.sdk.arrived[-1]:,} profiles")
     return box.profile(SAMPLE_USER)
+
+
+def _amp_ceiling(
+    settings: Settings, config: SyncConfig, endpoint: NullEndpoint, result: Backfill, rep: int
+) -> None:
+    endpoint.reset()
+    home = settings.folder / f"home-ceiling-{rep}"
+    clocks, report = timed_cpu(partial(run, config, home), endpoint.process.pid)
+    _check(report)
+    result.amp.add(clocks, *endpoint.received())
+    _log_rep(settings, "(a) ceiling", rep, "amp_sync", clocks, f"{result.amp.arrived[-1]:,} items received")
+
+
+def _sdk_ceiling(
+    settings: Settings, warehouse: Warehouse, endpoint: NullEndpoint, result: Backfill, rep: int
+) -> None:
+    endpoint.reset()
+    send = partial(baseline.sdk_backfill, warehouse.url, MODEL_SQL, endpoint.url)
+    clocks, _ = timed_cpu(send, endpoint.process.pid)
+    result.sdk.add(clocks, *endpoint.received())
+    _log_rep(settings, "(a) ceiling", rep, "SDK", clocks, f"{result.sdk.arrived[-1]:,} items received")
+
+
+def _log_rep(settings: Settings, what: str, rep: int, client: str, clocks: Clocks, arrived: str) -> None:
+    settings.log(
+        f"{what} rep {rep + 1}: {client} {clocks.seconds:.1f} s (CPU: client {clocks.client_cpu:.1f} s, "
+        f"server {clocks.server_cpu:.1f} s), {arrived}"
+    )
 
 
 def scale(settings: Settings, results: Results, backend: str, rows: int, rounds: int) -> None:

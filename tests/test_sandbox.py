@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 import requests
@@ -229,6 +231,8 @@ def test_identify_refuses_junk_ids_of_any_case(sb: Sandbox, junk: str) -> None:
         {"$set": {"a": 1}, "$add": {"a": 2}},
         {"a": "x" * 1025},
         {"$append": {"a": ["x" * 1025]}},
+        {"a": {"b": ["x" * 1025]}},
+        {"$set": {"a": [{"b": "x" * 1025}]}},
         {"$add": {"n": "3"}},
         {"$add": {"n": True}},
         {"$set": "a"},
@@ -600,6 +604,33 @@ def test_unknown_paths_and_wrong_methods(sb: Sandbox, method: str, path: str, st
     response = requests.request(method, sb.url + path, data=b"x" * 10, timeout=5)
     assert response.status_code == status
     assert response.json()["code"] == status
+
+
+def test_one_connection_carries_every_request(sb: Sandbox) -> None:
+    connection = http.client.HTTPConnection(urlsplit(sb.url).netloc, timeout=5)
+    sockets = []
+    try:
+        for n in range(3):
+            form = {"api_key": SANDBOX_API_KEY, "identification": json.dumps({"user_id": f"user-{n:05}"})}
+            headers = {"Content-Type": "application/x-www-form-urlencoded"}
+            connection.request("POST", "/identify", urlencode(form), headers)
+            response = connection.getresponse()
+            assert (response.status, response.read(), response.will_close) == (200, b"success", False)
+            sockets.append(connection.sock)
+    finally:
+        connection.close()
+    assert sockets[0] is sockets[1] is sockets[2]  # kept alive, never reopened
+    assert [r["status"] for r in sb.store.requests()] == [200, 200, 200]
+
+
+def test_a_chunked_body_is_not_read_and_its_connection_closes(sb: Sandbox) -> None:
+    # Only Content-Length bodies are read; what follows a chunked one must not pass for a request.
+    body = f"api_key={SANDBOX_API_KEY}&identification=%7B%7D".encode()
+    response = requests.post(f"{sb.url}/identify", data=iter([body]), timeout=5)
+    assert response.request.headers["Transfer-Encoding"] == "chunked"
+    assert (response.status_code, response.headers["Connection"]) == (400, "close")
+    assert response.json()["missing_field"] == "api_key"
+    assert sb.store.profiles() == []
 
 
 def test_bad_inactive_request(sb: Sandbox) -> None:
