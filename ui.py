@@ -14,7 +14,9 @@ import streamlit as st
 from amp_sync import sandbox
 from amp_sync.demo import DEFAULT_DEMO_PATH, demo_url, ensure_demo_warehouse
 from amp_sync.errors import AmpSyncError, ConfigError
+from amp_sync.runner import Progress, Report
 from amp_sync.state import home_dir
+from amp_sync.views import ProgressText
 from amp_sync.workspace import Workspace
 
 T = TypeVar("T")
@@ -112,6 +114,21 @@ def run_with_progress(work: Callable[[Callable[[Any], None]], T], render: Callab
     if latest[0] is not None:
         render(latest[0])
     return outcome["value"]  # type: ignore[no-any-return]
+
+
+def send_with_progress(send: Callable[[Callable[[Any], None]], Report]) -> Report | AmpSyncError:
+    """Run or revert under a progress bar; a stop with a message comes back as the error."""
+    bar = st.progress(0.0, text="Starting…")
+    words = ProgressText()
+
+    def render(p: Progress) -> None:
+        fraction, text = words.update(p)
+        bar.progress(fraction, text=text)
+
+    try:
+        return run_with_progress(send, render)
+    except AmpSyncError as exc:
+        return exc
 
 
 def ask_delete(prefix: str, name: str | None) -> None:

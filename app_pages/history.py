@@ -151,18 +151,7 @@ def confirm_revert(name: str, config: SyncConfig, report: Report) -> None:
     label = f"Revert run #{run}: send {report.plan.to_send:,} keys back"
     if not st.button(label, key="history_revert_confirm", type="primary"):
         return
-    bar = st.progress(0.0, text="Starting…")
-    words = views.ProgressText()
-
-    def render(p: runner.Progress) -> None:
-        fraction, text = words.update(p)
-        bar.progress(fraction, text=text)
-
-    outcome: Report | AmpSyncError
-    try:
-        outcome = ui.run_with_progress(lambda cb: runner.revert(config, ui.home(), RunOptions(), cb), render)
-    except AmpSyncError as exc:
-        outcome = exc
+    outcome = ui.send_with_progress(lambda cb: runner.revert(config, ui.home(), RunOptions(), cb))
     st.session_state[REVERT_OUTCOME] = (name, outcome)
     st.session_state.pop(REVERT_PREVIEW, None)
     st.rerun()

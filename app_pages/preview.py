@@ -254,20 +254,7 @@ def start_section(name: str, config: SyncConfig, report: Report) -> None:
 
 def start_run(name: str, config: SyncConfig) -> None:
     """Send with a progress bar, keep the outcome, and redraw the page around it."""
-    bar = st.progress(0.0, text="Starting…")
-    words = views.ProgressText()
-
-    def render(p: runner.Progress) -> None:
-        fraction, text = words.update(p)
-        bar.progress(fraction, text=text)
-
-    outcome: Report | AmpSyncError
-    try:
-        outcome = ui.run_with_progress(
-            lambda cb: runner.run(config, ui.home(), RunOptions(), progress=cb), render
-        )
-    except AmpSyncError as exc:
-        outcome = exc
+    outcome = ui.send_with_progress(lambda cb: runner.run(config, ui.home(), RunOptions(), progress=cb))
     st.session_state[OUTCOME] = (name, outcome)
     st.session_state.get(PREVIEWS, {}).pop(name, None)  # the snapshot moved: preview again
     st.rerun()
