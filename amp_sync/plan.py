@@ -385,16 +385,10 @@ class Planner:
             acknowledged: Any = (old or {}).get(SEQ, 0)
             seq = int(acknowledged) + 1
             before = canonical(without_seq(old)) if old is not None else None
-            self.spool_item(key, item, text, fp, raw, seq, before)
+            commit = (text, fp, raw, seq, before)
+            spool_update(self.spool, self.config.sync, self.partitions, key, item, commit)
         sig = self.signatures.setdefault(signature, len(self.signatures))
         return (Kind.NEW if old is None else Kind.CHANGED), sig
-
-    def spool_item(
-        self, key: str, item: dict[str, Any], text: str, fp: bytes, raw: int, seq: int, before: str | None
-    ) -> None:
-        """Queue one profile update (and its synthetic event, if the sync has one)."""
-        assert self.spool is not None
-        spool_update(self.spool, self.config.sync, self.partitions, key, item, (text, fp, raw, seq, before))
 
     def _item(self, key: str, doc: Doc, old: Doc | None) -> tuple[dict[str, Any], tuple[str, ...]]:
         """The request item and the changed properties; the first rows also fill the sample."""

@@ -89,10 +89,10 @@ def last_run(store: StateStore | None) -> int:
     return run_id
 
 
-def plan_revert(config: SyncConfig, store: StateStore, spool: Spool | None, partitions: int = 1) -> Plan:
-    """Plan the revert of the last run that changed anything; spool its updates when sending."""
-    check_revertible(config)
-    run_id = last_run(store)
+def plan_revert(
+    config: SyncConfig, store: StateStore, run_id: int, spool: Spool | None, partitions: int = 1
+) -> Plan:
+    """Plan the revert of run `run_id` (see last_run); spool its updates when sending."""
     plan = Plan(reverts_run=run_id)
     sync = config.sync
     for piece in store.touched(run_id):

@@ -139,10 +139,10 @@ def preview_revert(config: SyncConfig, home: Path) -> Report:
     started = time.monotonic()
     check_revertible(config)
     store = StateStore.open_read_only(home, config.sync.name)
-    last_run(store)  # says so when there is nothing to revert
+    run_id = last_run(store)  # says so when there is nothing to revert
     assert store is not None
     try:
-        plan = plan_revert(config, store, None)
+        plan = plan_revert(config, store, run_id, None)
     finally:
         store.close()
     return Report("revert preview", plan, seconds=time.monotonic() - started)
@@ -166,23 +166,29 @@ def _locked(
     with run_lock(home, config.sync.name):
         store = StateStore.open(home, config.sync.name)
         try:
-            if kind == "revert":
-                last_run(store)  # says so, before any history entry, when there is nothing to revert
-            return _run(config, store, options, progress, kind)
+            # A revert says so, before any history entry, when there is nothing to revert.
+            reverting = last_run(store) if kind == "revert" else None
+            return _run(config, store, options, progress, reverting)
         finally:
             store.close()
 
 
 def _run(
-    config: SyncConfig, store: StateStore, options: RunOptions, progress: ProgressFn | None, kind: str = "run"
+    config: SyncConfig,
+    store: StateStore,
+    options: RunOptions,
+    progress: ProgressFn | None,
+    reverting: int | None = None,
 ) -> Report:
+    """A run, or with `reverting` the revert of that run; recorded in the history either way."""
     started = time.monotonic()
+    kind = "run" if reverting is None else "revert"
     run_id = store.start_run(kind)
     report = Report(kind, Plan(), run_id=run_id)
     try:
         with Spool() as spool:
-            if kind == "revert":
-                report.plan = plan_revert(config, store, spool, options.concurrency)
+            if reverting is not None:
+                report.plan = plan_revert(config, store, reverting, spool, options.concurrency)
             else:
                 report.plan = _plan(
                     config, store.index(), store.docs, spool, options.concurrency,

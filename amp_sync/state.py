@@ -156,13 +156,8 @@ class StateStore:
 
     def docs(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         """The acknowledged fields of `keys` (those present), with their update count as "$seq"."""
-        out: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(keys), 500):  # stays under SQLite's bound-variable limit
-            part = keys[start : start + 500]
-            marks = ",".join("?" * len(part))
-            sql = f"SELECT key, doc, seq FROM snapshot WHERE key IN ({marks})"
-            out.update((k, {**json.loads(d), SEQ: seq or 0}) for k, d, seq in self._query(sql, part))
-        return out
+        rows = self._of_keys("doc, seq", keys)
+        return {k: {**json.loads(d), SEQ: seq or 0} for k, d, seq in rows}
 
     def commit(self, rows: Iterable[tuple[Any, ...]], run_id: int | None = None) -> None:
         """Record acknowledged rows atomically.
@@ -189,14 +184,17 @@ class StateStore:
 
     def acknowledged(self, pairs: list[tuple[str, bytes]]) -> set[str]:
         """Those of (key, digest) that the snapshot holds as they are: committed by now."""
-        found: set[str] = set()
-        for start in range(0, len(pairs), 500):
-            part = pairs[start : start + 500]
+        stored = dict(self._of_keys("digest", [k for k, _ in pairs]))
+        return {k for k, d in pairs if stored.get(k) == d}
+
+    def _of_keys(self, columns: str, keys: list[str]) -> list[Any]:
+        """(key, *columns) of those `keys` the snapshot holds."""
+        out: list[Any] = []
+        for start in range(0, len(keys), 500):  # stays under SQLite's bound-variable limit
+            part = keys[start : start + 500]
             marks = ",".join("?" * len(part))
-            sql = f"SELECT key, digest FROM snapshot WHERE key IN ({marks})"
-            stored = dict(self._query(sql, [k for k, _ in part]))
-            found.update(k for k, d in part if stored.get(k) == d)
-        return found
+            out += self._query(f"SELECT key, {columns} FROM snapshot WHERE key IN ({marks})", part)
+        return out
 
     def last_changed_run(self) -> int | None:
         """The newest run that changed any key in Amplitude (what "revert last run" undoes)."""
