@@ -14,8 +14,8 @@ import streamlit as st
 from amp_sync import sandbox
 from amp_sync.demo import DEFAULT_DEMO_PATH, demo_url, ensure_demo_warehouse
 from amp_sync.errors import AmpSyncError, ConfigError
+from amp_sync.home import adopt_legacy, home_dir
 from amp_sync.runner import Progress, Report
-from amp_sync.state import home_dir
 from amp_sync.views import ProgressText
 from amp_sync.workspace import Workspace
 
@@ -30,6 +30,32 @@ MODELS = "app_pages/models.py"
 SYNCS = "app_pages/syncs.py"
 PREVIEW = "app_pages/preview.py"
 HISTORY = "app_pages/history.py"
+
+
+# Session-state keys shared by two pages: the Syncs page asks, the Preview page previews.
+PROMOTION = "promotion"  # (sync name, destination name): preview the sync at that destination
+PROMOTION_ASKED = "promotion_asked"  # set until the Preview page has computed that preview
+
+
+def ask_promotion(sync: str, destination: str) -> None:
+    """Open the Preview page on `sync` sent to `destination`; nothing is saved until it runs."""
+    st.session_state[PROMOTION] = (sync, destination)
+    st.session_state[PROMOTION_ASKED] = True
+    st.session_state["selected_sync"] = sync
+    st.session_state.pop("preview_sync", None)  # the Preview page's picker follows selected_sync
+    st.switch_page(PREVIEW)
+
+
+def promotion(sync: str) -> str | None:
+    """The destination `sync` is being promoted to, or None."""
+    asked = st.session_state.get(PROMOTION)
+    return asked[1] if asked and asked[0] == sync else None
+
+
+def end_promotion() -> None:
+    """Forget the promotion (started, or cancelled)."""
+    st.session_state.pop(PROMOTION, None)
+    st.session_state.pop(PROMOTION_ASKED, None)
 
 
 def home() -> Path:
@@ -47,6 +73,17 @@ def demo_path() -> Path:
     return Path(os.environ.get("AMP_SYNC_DEMO_PATH", str(DEFAULT_DEMO_PATH)))
 
 
+@st.cache_resource(show_spinner=False)
+def _adopt(home_path: str, cwd: str) -> str | None:
+    """Move an old ./.amp_sync into the home, once per home and folder the app runs in."""
+    return adopt_legacy(Path(cwd))
+
+
+def moved_state_note() -> str | None:
+    """What became of an old ./.amp_sync when the app started, for the Home page; None if nothing."""
+    return _adopt(str(home().absolute()), str(Path.cwd()))
+
+
 @st.cache_resource(show_spinner="Preparing the demo warehouse…")
 def _defaults(home_path: str, sandbox_url: str, demo_path: str) -> bool:
     ensure_demo_warehouse(Path(demo_path))
@@ -57,6 +94,7 @@ def _defaults(home_path: str, sandbox_url: str, demo_path: str) -> bool:
 def workspace() -> Workspace:
     """The saved destinations, warehouses, models and syncs; first start adds the demo ones."""
     path = home()
+    moved_state_note()  # before the defaults: a home that holds a workspace takes no old one
     _defaults(str(path.resolve()), sandbox_url(), str(demo_path().resolve()))
     return Workspace(path)
 

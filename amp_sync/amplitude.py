@@ -1,4 +1,4 @@
-"""Talk to Amplitude's Identify API: encode requests, read answers, retry what is worth retrying."""
+"""Talk to Amplitude's ingestion APIs: encode requests, read answers, retry what is worth retrying."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
 from urllib.parse import quote_plus
 
 import requests
+import urllib3
 
 from amp_sync.config import Destination, Region
 from amp_sync.errors import FatalError
@@ -24,6 +27,14 @@ MAX_ITEMS = 1000
 MAX_BYTES = 1_000_000
 DEFAULT_ATTEMPTS = 8
 NOT_AMPLITUDE = "an answer that is not Amplitude's: check that the endpoint is Amplitude's base URL"
+# Amplitude refuses the events of a user or device past its daily quota (500,000 events in a
+# rolling 24 h, enforced on ids it flags as spamming) until the id is under it again:
+# https://amplitude.com/docs/apis/analytics/batch-event-upload ("Daily limit").
+OVER_DAILY_QUOTA = "over Amplitude's daily limit of events for this user or device; sent again on a later run"
+# A Retry-After longer than this (a proxy's mistake, a date far ahead) would park a sending
+# thread for the rest of the run. After 10 minutes the retry asks again, and the attempts bound
+# the total, so a real long outage still ends the run with the rows in doubt, not stuck.
+MAX_RETRY_AFTER = 600.0
 
 
 class Outcome(StrEnum):
@@ -45,22 +56,33 @@ class Answer:
     detail: str = ""
     bad_items: tuple[int, ...] = ()
     throttled: bool = False
+    retry_after: float | None = None  # seconds the answer's Retry-After header asks to wait
+    quota_users: frozenset[str] = frozenset()  # 429: user_ids over their daily quota
+    quota_devices: frozenset[str] = frozenset()  # 429: device_ids over their daily quota
+    # The request may have been ingested although no answer says so (a 500, a timeout, a
+    # connection lost after sending): its items stay in doubt, never counted as refused.
+    maybe_ingested: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Bounded exponential backoff with full jitter; 429 waits as Amplitude asks."""
+    """Bounded exponential backoff with full jitter; 429 waits as Amplitude asks, on each API."""
 
     attempts: int = DEFAULT_ATTEMPTS
     base_delay: float = 0.5
     max_delay: float = 30.0
-    throttle_delay: float = 15.0  # Identify API: pause throttled users 15 s (§1 "Status codes")
+    # None: each route's pause (Route.throttle_delay); a number: that pause on every route.
+    throttle_delay: float | None = None
     timeout: float = 30.0
+    max_retry_after: float = MAX_RETRY_AFTER
 
-    def delay(self, attempt: int, throttled: bool, rng: random.Random) -> float:
+    def delay(self, attempt: int, answer: Answer, route: Route, rng: random.Random) -> float:
         """Seconds to wait before attempt number `attempt + 1` (attempt counts from 1)."""
-        if throttled:
-            return self.throttle_delay + rng.uniform(0, self.base_delay)
+        if answer.retry_after is not None:
+            return min(answer.retry_after, self.max_retry_after)
+        if answer.throttled:
+            pause = route.throttle_delay if self.throttle_delay is None else self.throttle_delay
+            return pause + rng.uniform(0, self.base_delay)
         ceiling = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
         return rng.uniform(ceiling / 2, ceiling)
 
@@ -77,9 +99,13 @@ def classify(status: int, body: str) -> Answer:
     if status == 413:
         return Answer(Outcome.SPLIT, "payload too large")
     if status == 429:
-        return Answer(Outcome.RETRY, "throttled (429)", throttled=True)
+        users, devices = _quota_ids(data, "users"), _quota_ids(data, "devices")
+        detail = "throttled (429)"
+        return Answer(Outcome.RETRY, detail, throttled=True, quota_users=users, quota_devices=devices)
     if status >= 500 or status == 408:
-        return Answer(Outcome.RETRY, f"server error {status}")
+        # 500, 502 and 504 "may or may not" have been accepted; a 503 was not
+        # (https://amplitude.com/docs/apis/analytics/http-v2#status-codes).
+        return Answer(Outcome.RETRY, f"server error {status}", maybe_ingested=status != 503)
     if status == 400 and ("invalid api key" in error.lower() or "invalid_api_key" in error.lower()):
         return Answer(Outcome.INVALID_KEY, "invalid API key")
     bad = _bad_indexes(data) if data else ()
@@ -115,6 +141,42 @@ def _bad_indexes(data: dict[str, Any]) -> tuple[int, ...]:
     return tuple(sorted(found))
 
 
+def _quota_ids(data: dict[str, Any] | None, kind: str) -> frozenset[str]:
+    # HTTP V2 and Batch: {"exceeded_daily_quota_users": {id: events in 24 h}, ...}
+    value = (data or {}).get(f"exceeded_daily_quota_{kind}")
+    return frozenset(k for k in value if isinstance(k, str)) if isinstance(value, dict) else frozenset()
+
+
+def over_quota(answer: Answer, items: Sequence[bytes]) -> Answer | None:
+    """REJECTED for the items of a 429's users/devices over their daily quota; None if none."""
+    if not (answer.quota_users or answer.quota_devices):
+        return None
+    bad = tuple(i for i, item in enumerate(items) if _is_over_quota(item, answer))
+    return Answer(Outcome.REJECTED, OVER_DAILY_QUOTA, bad_items=bad) if bad else None
+
+
+def _is_over_quota(item: bytes, answer: Answer) -> bool:
+    data = _json(item.decode("utf-8", errors="replace")) or {}
+    user_id, device_id = data.get("user_id"), data.get("device_id")
+    return (isinstance(user_id, str) and user_id in answer.quota_users) or (
+        isinstance(device_id, str) and device_id in answer.quota_devices
+    )
+
+
+def retry_after(value: str | None, now: float) -> float | None:
+    """Seconds a Retry-After header asks to wait (delay-seconds or an HTTP date); None if unreadable."""
+    text = (value or "").strip()
+    if text.isascii() and text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except ValueError:  # neither whole seconds nor an HTTP date: the client's own delay applies
+        return None
+    if when.tzinfo is None:  # "-0000": HTTP dates are always GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)
+
+
 def _summary(error: str) -> str:
     # Amplitude echoes the API key in some errors ("Invalid API key: <key>"); never repeat it.
     text = error.split(":", 1)[0] if error.lower().startswith("invalid api key") else error
@@ -133,28 +195,35 @@ class Channel(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Where a channel's requests go and how large one may be."""
+    """Where a channel's requests go, how large one may be, and how long a 429 pauses it."""
 
     path: str
     form: bool  # form fields api_key + identification, or a JSON body of events
     max_items: int
     max_bytes: int
+    throttle_delay: float  # seconds Amplitude asks throttled users/devices to pause
 
 
 # Identify's limits are not documented; Group Identify's (1,024 items, 1 MB) serve as safe bounds.
-# HTTP V2: < 2,000 events and < 1 MB; Batch: 2,000 events and 20 MB (shared/amplitude-api.md §0).
+# HTTP V2: < 2,000 events and < 1 MB; Batch: 2,000 events and 20 MB.
+# A 429 pauses 15 s on Identify and Group Identify (https://amplitude.com/docs/apis/analytics/identify),
+# 30 s on HTTP V2 (https://amplitude.com/docs/apis/analytics/http-v2), and 30 s on Batch, which
+# averages each id's rate over 30 s (https://amplitude.com/docs/apis/analytics/batch-event-upload).
+IDENTIFY_THROTTLE_DELAY = 15.0
+EVENTS_THROTTLE_DELAY = 30.0
 ROUTES = {
-    Channel.IDENTIFY: Route("/identify", True, MAX_ITEMS, MAX_BYTES),
-    Channel.GROUPS: Route("/groupidentify", True, MAX_ITEMS, MAX_BYTES),
-    Channel.EVENTS: Route("/2/httpapi", False, MAX_ITEMS, MAX_BYTES),
-    Channel.BATCH: Route("/batch", False, 2000, 20_000_000),
-    Channel.SYNTHETIC: Route("/2/httpapi", False, MAX_ITEMS, MAX_BYTES),
+    Channel.IDENTIFY: Route("/identify", True, MAX_ITEMS, MAX_BYTES, IDENTIFY_THROTTLE_DELAY),
+    Channel.GROUPS: Route("/groupidentify", True, MAX_ITEMS, MAX_BYTES, IDENTIFY_THROTTLE_DELAY),
+    Channel.EVENTS: Route("/2/httpapi", False, MAX_ITEMS, MAX_BYTES, EVENTS_THROTTLE_DELAY),
+    Channel.BATCH: Route("/batch", False, 2000, 20_000_000, EVENTS_THROTTLE_DELAY),
+    Channel.SYNTHETIC: Route("/2/httpapi", False, MAX_ITEMS, MAX_BYTES, EVENTS_THROTTLE_DELAY),
 }
 
 
 # Operations that add to what is there. Resent after an answer that was lost (a 500 after
 # ingesting, a timeout), they would count twice; only HTTP V2 de-duplicates, on insert_id for
-# 7 days (shared/amplitude-api.md §2), so rows using them travel as $identify events.
+# 7 days (https://amplitude.com/docs/apis/analytics/http-v2), so rows using them travel as
+# $identify events.
 ACCUMULATING = frozenset({"$add", "$append", "$prepend"})
 
 
@@ -168,7 +237,7 @@ def event_size(item: bytes) -> int:
     return len(item) + 1
 
 
-# /identify takes multipart form data as well as url-encoded forms (shared/amplitude-api.md §1):
+# /identify takes multipart form data as well as url-encoded forms:
 # multipart carries the JSON as it is, where url-encoding would escape a quarter of its bytes,
 # growing the body and costing a Python-level loop per byte at both ends.
 BOUNDARY = b"amp-sync-form-boundary-" + uuid.uuid4().hex.encode()
@@ -233,6 +302,7 @@ class IdentifyClient:
     session: requests.Session = field(default_factory=requests.Session)
     requests_sent: int = 0
     channel: Channel = Channel.IDENTIFY
+    clock: Callable[[], float] = time.time  # reads Retry-After dates
 
     @property
     def route(self) -> Route:
@@ -261,27 +331,57 @@ class IdentifyClient:
         self.requests_sent += 1
         try:
             resp = self.session.post(self.url, data=body, headers=headers, timeout=self.policy.timeout)
+        except requests.ConnectTimeout:
+            return Answer(Outcome.RETRY, f"could not reach {self.destination.ingest_url} (timed out)")
         except requests.Timeout:
-            return Answer(Outcome.RETRY, "timed out")
+            return Answer(Outcome.RETRY, "timed out", maybe_ingested=True)
         except requests.exceptions.SSLError as exc:
             return Answer(Outcome.RETRY, tls_failure(self.destination.ingest_url, exc))
-        except requests.ConnectionError:
-            return Answer(Outcome.RETRY, f"could not reach {self.destination.ingest_url}")
+        except requests.ConnectionError as exc:
+            if _never_connected(exc):
+                return Answer(Outcome.RETRY, f"could not reach {self.destination.ingest_url}")
+            return Answer(Outcome.RETRY, "the connection closed without an answer", maybe_ingested=True)
         except requests.RequestException as exc:  # e.g. an answer cut off midway: unknown outcome
-            return Answer(Outcome.RETRY, f"the answer was cut off ({type(exc).__name__})")
-        return classify(resp.status_code, resp.text)
+            detail = f"the answer was cut off ({type(exc).__name__})"
+            return Answer(Outcome.RETRY, detail, maybe_ingested=True)
+        answer = classify(resp.status_code, resp.text)
+        if resp.status_code == 429 or resp.status_code >= 500:
+            wait = retry_after(resp.headers.get("Retry-After"), self.clock())
+            answer = answer if wait is None else replace(answer, retry_after=wait)
+        return answer
 
     def send(self, items: Sequence[bytes]) -> Answer:
-        """Send one batch, retrying with backoff until it is answered for good."""
-        answer = Answer(Outcome.RETRY)
+        """Send one batch, retrying with backoff until it is answered for good.
+
+        A 429 naming users/devices over their daily quota comes back at once as REJECTED for
+        their items: retrying them within the run cannot succeed.
+        """
+        answer, doubt = Answer(Outcome.RETRY), False
         for attempt in range(1, self.policy.attempts + 1):
             answer = self.post(items)
+            doubt = doubt or answer.maybe_ingested  # any try may have been the one that arrived
             if answer.outcome is Outcome.INVALID_KEY:
                 raise FatalError(invalid_key_message(self.destination))
+            rejected = self._over_quota(attempt, answer, items)
+            if rejected is not None:
+                return replace(rejected, maybe_ingested=doubt)
             if answer.outcome is not Outcome.RETRY or attempt == self.policy.attempts:
-                return answer
-            self.sleep(self.policy.delay(attempt, answer.throttled, self.rng))
-        return answer
+                return replace(answer, maybe_ingested=doubt)
+            self.sleep(self.policy.delay(attempt, answer, self.route, self.rng))
+        return replace(answer, maybe_ingested=doubt)
+
+    def _over_quota(self, attempt: int, answer: Answer, items: Sequence[bytes]) -> Answer | None:
+        rejected = over_quota(answer, items)
+        if rejected is not None and len(rejected.bad_items) < len(items):
+            # The caller resends the rest at once: the throttle pause is waited out here first.
+            self.sleep(self.policy.delay(attempt, answer, self.route, self.rng))
+        return rejected
+
+
+def _never_connected(exc: requests.ConnectionError) -> bool:
+    """Whether the connection failed before the request left (refused, no route, no such host)."""
+    reason = exc.args[0] if exc.args else None
+    return isinstance(getattr(reason, "reason", reason), urllib3.exceptions.NewConnectionError)
 
 
 def invalid_key_message(destination: Destination) -> str:

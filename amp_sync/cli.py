@@ -16,8 +16,9 @@ from amp_sync.amplitude import DEFAULT_ATTEMPTS, RetryPolicy
 from amp_sync.config import SyncConfig, load_config
 from amp_sync.credentials import check_keys, event_activity
 from amp_sync.errors import AmpSyncError, ConfigError
-from amp_sync.runner import Progress, Report, RunOptions, preview, preview_revert, revert, run
-from amp_sync.state import home_dir
+from amp_sync.home import adopt_legacy, find_home, home_dir, import_state, legacy_folder
+from amp_sync.outbox import Stale
+from amp_sync.runner import Progress, Report, RunOptions, preview, preview_revert, rekey, revert, run
 from amp_sync.views import report_notes
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
@@ -66,6 +67,17 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("--preview", action="store_true", help="show what the revert would send; send nothing")
     cmd.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     cmd.set_defaults(handler=_revert)
+    for name in ("preview", "run", "revert"):
+        sub.choices[name].add_argument(
+            "--stale-in-doubt", choices=[str(Stale.RESEND), str(Stale.DELIVERED)], default=None,
+            help="updates in doubt for longer than Amplitude de-duplicates (7 days): resend them, "
+            "or take them as delivered (by default they and their keys wait)",
+        )  # fmt: skip
+    text = "same Amplitude project, new API key: keep the state the sync has under the old key"
+    cmd = sub.add_parser("rekey", help=text, description=text)
+    cmd.add_argument("file", type=Path, help="the sync file (TOML), with the new key")
+    cmd.add_argument("--from", dest="source", metavar="NAME", help="the old destination's name, if several")
+    cmd.set_defaults(handler=_rekey)
     for name in ("run", "revert"):
         sending = sub.choices[name]
         sending.add_argument("--concurrency", type=_positive, default=4, help="requests in flight (4)")
@@ -77,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path)
     check.set_defaults(handler=_check)
     _sandbox_parser(sub)
+    text = "say which folder amp_sync keeps its state in, or move an older folder's state into it"
+    home = sub.add_parser("home", help=text, description=text)
+    home.add_argument(
+        "--import", dest="import_from", type=Path, metavar="PATH",
+        help="move the state saved in PATH (e.g. an old ./.amp_sync) into the home, file by file",
+    )  # fmt: skip
+    home.set_defaults(handler=_home_command)
     demo = sub.add_parser("demo", help="build the demo DuckDB warehouse")
     demo.add_argument("--path", type=Path, default=None, help="where to write it")
     demo.add_argument("--force", action="store_true", help="rebuild even if it exists")
@@ -108,6 +127,7 @@ def _sandbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ("--slow-seconds", "slow_seconds", "S", "how late a slow answer comes (1)"),
         ("--max-body-bytes", "max_body_bytes", "N", "answer 413 to larger request bodies"),
         ("--seed", "seed", "N", "seed the draws, to repeat the same failures"),
+        ("--daily-quota", "daily_quota", "N", "answer 429 to events of ids with N events in 24 h (off)"),
     )
     for flag, field, metavar, text in flags:
         faults.add_argument(flag, dest=f"fault_{field}", metavar=metavar, help=text)
@@ -121,11 +141,34 @@ def _positive(text: str) -> int:
     return value
 
 
+def _home() -> Path:
+    """The home folder, once an old ./.amp_sync has been moved into it (said on stderr)."""
+    said = adopt_legacy(Path.cwd())
+    if said:
+        print(f"amp-sync: {said}", file=sys.stderr)
+    return home_dir()
+
+
+def _home_command(args: argparse.Namespace) -> int:
+    home = find_home()
+    if args.import_from is not None:
+        moved = import_state(args.import_from.absolute(), home.path.absolute())
+        for line in moved.lines():
+            print(line)
+        return EXIT_FAILED if moved.refused else EXIT_OK
+    print(home.path.absolute())
+    print(f"  {home.origin}")
+    old = legacy_folder(Path.cwd())
+    if old is not None:
+        print(f"  {old} holds state saved by an earlier amp_sync: amp-sync home --import {old} moves it here")
+    return EXIT_OK
+
+
 def _preview(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     line = ProgressLine(args.json)
     try:
-        report = preview(config, home_dir(), progress=line)
+        report = preview(config, _home(), progress=line, stale=_stale(args))
     finally:
         line.close()
     _print_report(report, config, args.json)
@@ -142,7 +185,7 @@ def _run(args: argparse.Namespace) -> int:
 def _revert(args: argparse.Namespace) -> int:
     if args.preview:
         config = load_config(args.file)
-        _print_report(preview_revert(config, home_dir()), config, args.json)
+        _print_report(preview_revert(config, _home()), config, args.json)
         return EXIT_OK
     return _send(args, revert, "revert again to retry them")
 
@@ -150,18 +193,36 @@ def _revert(args: argparse.Namespace) -> int:
 def _send(args: argparse.Namespace, action: Callable[..., Report], retry: str) -> int:
     """Run or revert with the command line's options; the exit status says what was delivered."""
     config = load_config(args.file)
-    options = RunOptions(concurrency=args.concurrency, policy=RetryPolicy(attempts=args.attempts))
+    policy = RetryPolicy(attempts=args.attempts)
+    options = RunOptions(concurrency=args.concurrency, policy=policy, stale=_stale(args))
     line = ProgressLine(args.json)
     try:
-        report = action(config, home_dir(), options, progress=line)
+        report = action(config, _home(), options, progress=line)
     finally:
         line.close()
     _print_report(report, config, args.json)
     return _delivery_status(report, retry)
 
 
+def _stale(args: argparse.Namespace) -> Stale:
+    return Stale(args.stale_in_doubt) if getattr(args, "stale_in_doubt", None) else Stale.HOLD
+
+
+def _rekey(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    print(rekey(config, _home(), args.source))
+    return EXIT_OK
+
+
 def _delivery_status(report: Report, retry: str) -> int:
     reasons = report.failure_reasons
+    if report.plan.held or report.stale or (report.in_doubt and not report.failed):
+        waiting = report.in_doubt + report.stale
+        print(
+            f"amp-sync: {waiting:,} updates in doubt and {report.plan.held:,} rows waiting for them; "
+            "see the notes above",
+            file=sys.stderr,
+        )
     if report.failed:
         said = "; ".join(f"{_rows(n, verb=False)}: {r}" for r, n in reasons.items() if "synthetic" not in r)
         print(
@@ -226,7 +287,8 @@ def _print_report(report: Report, config: SyncConfig, as_json: bool) -> None:
     else:
         print(f"{config.sync.name}: {plan.rows_read:,} rows read in {report.seconds:.1f} s")
     hidden = ("sent", "failed", "synthetic_sent", "synthetic_failed", "reverts_run")
-    print("  " + "  ".join(f"{k} {v:,}" for k, v in counts.items() if k not in hidden))
+    shown = {k: v for k, v in counts.items() if k not in hidden and (v or k not in _WHEN_ANY)}
+    print("  " + "  ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in shown.items()))
     if report.is_preview:
         print(f"  would send {plan.to_send:,} {what}; nothing was sent")
     else:
@@ -234,6 +296,9 @@ def _print_report(report: Report, config: SyncConfig, as_json: bool) -> None:
     for line in report_notes(report, config):
         print(f"  {line}")
     _print_rejections(report, sys.stdout)
+
+
+_WHEN_ANY = ("in_doubt", "held", "stale", "resent", "settled")  # counts shown only when there are some
 
 
 def _rows(n: int, verb: bool = True) -> str:

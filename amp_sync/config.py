@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from amp_sync.errors import ConfigError
 from amp_sync.secret import Secret
@@ -56,6 +57,10 @@ ID_TYPES = ("user", "device")
 GROUP_OPERATIONS = (Operation.SET, Operation.SET_ONCE, Operation.ADD, Operation.APPEND, Operation.PREPEND)
 SYNC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# A SQLite or DuckDB URL whose database is a path: dialect[+driver]:///path[?query].
+_FILE_URL = re.compile(
+    r"(?P<head>(?:sqlite|duckdb)(?:\+\w+)?:///)(?P<path>[^?]*)(?P<query>\?.*)?\Z", re.DOTALL
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +205,10 @@ _MAPPING_KEYS = ({"column", "property"}, {"op"})
 
 
 def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> SyncConfig:
-    """Read and validate a sync file; ConfigError lists every problem found."""
+    """Read and validate a sync file; ConfigError lists every problem found.
+
+    A relative SQLite or DuckDB file path in `[source].url` is read from the sync file's folder.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -208,11 +216,14 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> SyncC
         raise ConfigError(f"sync file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read sync file {path}: {exc}") from None
-    return parse_config(text, env)
+    return parse_config(text, env, base=path.parent)
 
 
-def parse_config(text: str, env: Mapping[str, str] | None = None) -> SyncConfig:
-    """Parse sync-file text; `${VAR}` in any string is read from `env` (default os.environ)."""
+def parse_config(text: str, env: Mapping[str, str] | None = None, base: Path | None = None) -> SyncConfig:
+    """Parse sync-file text; `${VAR}` in any string is read from `env` (default os.environ).
+
+    With `base`, a relative SQLite or DuckDB file path in `[source].url` is made absolute against it.
+    """
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -222,7 +233,27 @@ def parse_config(text: str, env: Mapping[str, str] | None = None) -> SyncConfig:
     problems += _check_keys(data)
     if problems:
         raise ConfigError(problems)
+    if base is not None:  # after ${VAR}: a variable may hold an absolute folder
+        data["source"]["url"] = absolute_file_url(data["source"]["url"], base)
     return _build(data)
+
+
+def absolute_file_url(url: str, base: Path) -> str:
+    """`url` with a relative SQLite or DuckDB file path made absolute against `base`; else unchanged.
+
+    `sqlite:///rel.db` is relative and `sqlite:////abs.db` absolute; `sqlite://`, `sqlite:///`,
+    `duckdb:///:memory:`, `duckdb:///md:name` and `sqlite:///file:x?uri=true` name no plain file.
+    The query string is kept.
+    """
+    match = _FILE_URL.match(url)
+    if match is None:
+        return url
+    database = unquote(match["path"])  # SQLAlchemy decodes %XX in the database part
+    # A colon before any slash: :memory:, md:, file: URIs or a Windows drive, not a relative path.
+    if not database or Path(database).is_absolute() or re.match(r"[^/\\]*:", database):
+        return url
+    path = os.path.normpath(base.resolve() / database)
+    return match["head"] + path.replace("%", "%25").replace("?", "%3F") + (match["query"] or "")
 
 
 def _substitute(value: Any, env: Mapping[str, str], problems: list[str], where: str) -> Any:

@@ -36,7 +36,16 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-DEFAULT_DEMO_PATH = Path("demo/warehouse.duckdb")
+from amp_sync.home import home_dir
+
+_CHECKOUT = Path(__file__).resolve().parents[1]
+# In a checkout, its demo/ folder (where `make run` and examples/*.toml look), wherever amp_sync
+# starts; an installed package has no such folder and keeps the demo in amp_sync's home.
+DEFAULT_DEMO_PATH = (
+    _CHECKOUT / "demo" / "warehouse.duckdb"
+    if (_CHECKOUT / "pyproject.toml").is_file()
+    else home_dir().absolute() / "demo" / "warehouse.duckdb"
+)
 AS_OF = date(2026, 11, 1)
 EVENT_WINDOW_DAYS = 90
 EVENT_TYPES = ("Login", "Create Report", "Share Report", "Invite Teammate", "Export CSV")

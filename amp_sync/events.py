@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from amp_sync.amplitude import Channel
 from amp_sync.config import SyncConfig
-from amp_sync.plan import Kind, Planner, Rejection, canonical, insert_id, partition_of
+from amp_sync.plan import Kind, Planner, Rejection, canonical, insert_id, partition_key
 from amp_sync.snapshot import digest, key_hash
 from amp_sync.values import MAX_STRING, Invalid, to_id, to_json
 
@@ -182,6 +182,10 @@ class EventPlanner(Planner):
         hashes = np.fromiter(map(key_hash, ids), dtype=np.int64, count=len(ids))
         sent = self.index.find(hashes) >= 0
         kinds = np.where(sent, Kind.UNCHANGED, Kind.NEW).astype(np.int8)
+        if self.held.size:  # an event in doubt is never planned again beside itself
+            held = np.isin(hashes, self.held)
+            kinds[held] = Kind.HELD
+            sent |= held
         for i in np.flatnonzero(~sent):
             self._new_event(ids[i], events[i])
         self._hashes.append(hashes)
@@ -198,10 +202,10 @@ class EventPlanner(Planner):
             plan.property_counts[prop] += 1
         if len(plan.payloads) < EVENT_SAMPLE:
             plan.payloads[dedup] = event
-        if self.spool is not None:
+        if self.outbox is not None:
             text = canonical(event)
-            part = partition_of(event.get("user_id") or event.get("device_id") or dedup, self.partitions)
-            self.spool.add(dedup, part, event, text, digest(dedup, text), 0, 1, Channel.BATCH)
+            part = partition_key(event.get("user_id") or event.get("device_id") or dedup)
+            self.outbox.add(dedup, part, event, text, digest(dedup, text), 0, 1, Channel.BATCH)
 
     def repeat_reason(self, key: str, times: int) -> str:
         """Rows sharing an insert_id_column value: which one is the event is unknowable."""
@@ -224,13 +228,14 @@ class EventPlanner(Planner):
                 self.plan.rejections.append(Rejection(key, IDENTICAL_ROW))
             else:
                 first.add(key)
-        if self.spool is not None:
-            self.spool.keep_first(first)
+        if self.outbox is not None:
+            self.outbox.keep_first(first)
         return copies
 
     def _count(self, kinds: np.ndarray, sigs: np.ndarray) -> None:
-        counts = np.bincount(kinds, minlength=4)
+        counts = np.bincount(kinds, minlength=5)
         self.plan.new, self.plan.changed, self.plan.unchanged = (int(c) for c in counts[:3])
+        self.plan.held = int(counts[Kind.HELD])
         # property_counts were counted per event as it was planned
 
     def finish(self) -> Any:

@@ -1,4 +1,4 @@
-"""Rows to a sync plan: validate each row, diff it against the snapshot, spool what must be sent."""
+"""Rows to a sync plan: validate each row, diff it against the snapshot, queue what must be sent."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import pyarrow as pa
 
 from amp_sync.amplitude import ACCUMULATING, Channel
 from amp_sync.config import Operation, Sync, SyncConfig, SyncObject
+from amp_sync.outbox import Outbox
 from amp_sync.snapshot import SnapshotIndex, digest, key_hash, raw_hash
-from amp_sync.spool import Spool
-from amp_sync.state import SEQ
+from amp_sync.state import SEQ, DestinationRef
 from amp_sync.values import MAX_STRING, Invalid, JsonValue, plain_id, to_group_value, to_id, to_json
 
 # A device row's user id is kept in the snapshot under a name no property can take.
@@ -35,6 +35,7 @@ class Kind(IntEnum):
     CHANGED = 1
     UNCHANGED = 2
     BAD = 3
+    HELD = 4  # an earlier update of the key is still in doubt: left alone this run
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,7 @@ class FieldChange:
 
 @dataclass(slots=True)
 class Plan:
-    """Counts and details of what a run would send; the spool holds the requests' items."""
+    """Counts and details of what a run would send; the outbox holds the requests' items."""
 
     new: int = 0
     changed: int = 0
@@ -75,6 +76,7 @@ class Plan:
     first_time: int | None = None  # event syncs: the earliest and latest event to send, ms
     last_time: int | None = None
     reverts_run: int | None = None  # a revert: the run whose changes it undoes
+    held: int = 0  # rows left alone: an earlier update of their key is still in doubt
 
     @property
     def rejected(self) -> int:
@@ -96,9 +98,14 @@ def canonical(doc: Doc) -> str:
     return _CANONICAL.encode(doc)
 
 
+def partition_key(identity: str) -> int:
+    """A user's stable partition key: modulo the senders, one user always goes through one."""
+    return zlib.crc32(identity.encode("utf-8"))
+
+
 def partition_of(identity: str, partitions: int) -> int:
     """Stable partition for a user, so one user's changes always go through one sender."""
-    return zlib.crc32(identity.encode("utf-8")) % partitions
+    return partition_key(identity) % partitions
 
 
 class RowShaper:
@@ -138,6 +145,8 @@ class RowShaper:
                 value = to_json(value)
                 if isinstance(value, Invalid):
                     return Invalid(f"{prop}: {value.reason}")
+            if op == Operation.ADD and value is not None and not _number(value):
+                return Invalid(f"{prop}: $add needs a number, not {_what(value)}")
             doc[prop] = [op, value]
         if self.user_at is not None and row[self.user_at] is not None:
             uid = to_id(row[self.user_at], "user id")
@@ -148,6 +157,17 @@ class RowShaper:
 
 
 _PLAIN = frozenset({str, int, bool, type(None)})
+
+
+def _what(value: Any) -> str:
+    """A value's kind in words, for a rejection that must not repeat the whole value."""
+    if isinstance(value, str):
+        return f"the text {value[:40]!r}" if len(value) <= 40 else f"the text {value[:37]!r}..."
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, list | dict):
+        return "a list" if isinstance(value, list) else "an object"
+    return f"a {type(value).__name__}"
 
 
 def _shell(obj: SyncObject, key: str, group_type: str | None) -> tuple[dict[str, Any], str]:
@@ -224,9 +244,11 @@ def identification(
 def _add_operation(props: dict[str, dict[str, Any]], change: FieldChange) -> None:
     op, value, before = change.op, change.after, change.before
     if value is None:
-        if op in (Operation.SET, Operation.SET_ONCE) and not change.first_sync:
+        # A running total ($add) that becomes NULL is cleared too, so the next number starts
+        # the total again: 10, NULL, 5 ends at 5 in Amplitude, as in the column.
+        if op in (Operation.SET, Operation.SET_ONCE, Operation.ADD) and not change.first_sync:
             props.setdefault("$unset", {})[change.property] = "-"
-        return  # list and counter operations have nothing to add for a null
+        return  # list operations have nothing to add for a null
     if op == Operation.ADD and _number(value) and _number(before) and not change.first_sync:
         # $add of a running total sends the increment since the last acknowledged value.
         value = value - before
@@ -243,14 +265,24 @@ def insert_id(*parts: str) -> str:
     return f"amp_sync-{hashed.hexdigest()}"
 
 
-def wire(sync: Sync, key: str, item: dict[str, Any], seq: int) -> tuple[Channel, dict[str, Any]]:
+def update_id(sync: Sync, where: str, key: str, seq: int, props: dict[str, Any], *extra: str) -> str:
+    """The insert_id of one update: of this sync, destination, key, update count and content.
+
+    A resend of the same update (from the outbox, byte for byte) has the same id and is dropped
+    by Amplitude; a different update of the same key never reuses it, even when an earlier
+    update's answer was lost and the update count did not move.
+    """
+    return insert_id(sync.name, where, key, str(seq), _CANONICAL.encode(props), *extra)
+
+
+def wire(sync: Sync, where: str, key: str, item: dict[str, Any], seq: int) -> tuple[Channel, dict[str, Any]]:
     """The channel and request item: accumulating operations go as de-duplicated events."""
     props = properties_of(item)
     if not ACCUMULATING.intersection(props):
         return (Channel.GROUPS if sync.object is SyncObject.GROUP else Channel.IDENTIFY), item
-    # The same update of the same key always gets the same insert_id, so a resend after a lost
-    # answer (or a crash) is dropped by Amplitude instead of adding twice.
-    dedup = insert_id(sync.name, key, str(seq))
+    # Only HTTP V2 de-duplicates (on insert_id, for 7 days), so a resend after a lost answer is
+    # dropped instead of adding twice: https://amplitude.com/docs/apis/analytics/http-v2
+    dedup = update_id(sync, where, key, seq, props)
     if sync.object is SyncObject.GROUP:
         groups = {item["group_type"]: item["group_value"]}
         event = {"event_type": "$groupidentify", "groups": groups, "group_properties": props}
@@ -258,7 +290,7 @@ def wire(sync: Sync, key: str, item: dict[str, Any], seq: int) -> tuple[Channel,
     return Channel.EVENTS, {**item, "event_type": "$identify", "insert_id": dedup}
 
 
-def synthetic_event(sync: Sync, item: dict[str, Any], key: str, seq: int) -> dict[str, Any]:
+def synthetic_event(sync: Sync, where: str, item: dict[str, Any], key: str, seq: int) -> dict[str, Any]:
     """The "updated" event that follows an acknowledged profile update, carrying the values set.
 
     On an event other than $identify, user_properties is a plain dict of values that Amplitude
@@ -269,14 +301,14 @@ def synthetic_event(sync: Sync, item: dict[str, Any], key: str, seq: int) -> dic
     values = properties_of(item).get(Operation.SET)
     if values:
         event["user_properties"] = dict(values)
-    event["insert_id"] = insert_id(sync.name, key, str(seq), "synthetic")
+    event["insert_id"] = update_id(sync, where, key, seq, properties_of(item), "synthetic")
     return event
 
 
-def spool_update(
-    spool: Spool,
+def queue_update(
+    outbox: Outbox,
     sync: Sync,
-    partitions: int,
+    where: str,
     key: str,
     item: dict[str, Any],
     commit: tuple[str, bytes, int, int, str | None],
@@ -284,14 +316,16 @@ def spool_update(
     """Queue one profile update, and the synthetic event that follows it if the sync has one.
 
     `commit` is what the snapshot records once Amplitude acknowledges the update: the doc text,
-    its digest, the raw hash, the key's update count and the doc it replaces.
+    its digest, the raw hash, the key's update count and the doc it replaces. `where` is the
+    destination's identity, part of every insert_id.
     """
     text, fp, raw, seq, before = commit
-    channel, sent = wire(sync, key, item, seq)
-    part = partition_of(item.get("user_id") or key, partitions)
-    spool.add(key, part, sent, text, fp, raw, seq, channel, before)
+    channel, sent = wire(sync, where, key, item, seq)
+    part = partition_key(item.get("user_id") or key)
+    outbox.add(key, part, sent, text, fp, raw, seq, channel, before)
     if sync.options.synthetic_event and sync.object in (SyncObject.USER, SyncObject.DEVICE):
-        spool.add(key, part, synthetic_event(sync, item, key, seq), "", fp, 0, seq, Channel.SYNTHETIC)
+        event = synthetic_event(sync, where, item, key, seq)
+        outbox.add(key, part, event, "", fp, 0, seq, Channel.SYNTHETIC)
 
 
 def without_seq(doc: dict[str, Any]) -> Doc:
@@ -300,7 +334,7 @@ def without_seq(doc: dict[str, Any]) -> Doc:
 
 
 class Planner:
-    """Streams chunks of rows through validation and diff; spools new and changed rows.
+    """Streams chunks of rows through validation and diff; queues new and changed rows.
 
     Per row it keeps only a key hash, a kind and a change-set id (and the key in Arrow form), so
     memory grows by a few dozen bytes a row; repeated keys and counts are settled at the end.
@@ -312,14 +346,15 @@ class Planner:
         columns: Sequence[str],
         index: SnapshotIndex,
         snapshot_docs: Callable[[list[str]], dict[str, Doc]],
-        spool: Spool | None,
-        partitions: int = 1,
+        outbox: Outbox | None,
         refresh: Callable[[list[tuple[int, str]]], None] | None = None,
+        held: Iterable[str] = (),
     ) -> None:
-        self.config, self.index, self.spool = config, index, spool
+        self.config, self.index, self.outbox = config, index, outbox
+        self.where = DestinationRef.of(config.destination).ident
         self.shaper = RowShaper(config, columns)
         self.snapshot_docs, self.refresh = snapshot_docs, refresh
-        self.partitions = partitions
+        self.held = np.unique(np.fromiter(map(key_hash, held), dtype=np.int64))
         self.plan = Plan(columns=list(columns))
         self.signatures: dict[tuple[str, ...], int] = {(): 0}
         self.bad: dict[str, str] = {}
@@ -340,6 +375,10 @@ class Planner:
         unchanged = hit & (self.index.raws[np.maximum(pos, 0)] == raws) if len(self.index) else hit
         kinds = np.full(n, Kind.UNCHANGED, dtype=np.int8)
         sigs = np.zeros(n, dtype=np.int32)
+        if self.held.size:  # keys whose earlier update is in doubt wait for its answer
+            held = np.isin(hashes, self.held)
+            kinds[held] = Kind.HELD
+            unchanged = unchanged | held
         exact = np.flatnonzero(~unchanged)
         old_docs = self.snapshot_docs([keys[i] for i in exact if hit[i]]) if exact.size else {}
         for i in exact:
@@ -381,12 +420,12 @@ class Planner:
             self._refreshed.append((raw, key))
             return Kind.UNCHANGED, 0
         item, signature = self._item(key, doc, old)
-        if self.spool is not None:
+        if self.outbox is not None:
             acknowledged: Any = (old or {}).get(SEQ, 0)
             seq = int(acknowledged) + 1
             before = canonical(without_seq(old)) if old is not None else None
             commit = (text, fp, raw, seq, before)
-            spool_update(self.spool, self.config.sync, self.partitions, key, item, commit)
+            queue_update(self.outbox, self.config.sync, self.where, key, item, commit)
         sig = self.signatures.setdefault(signature, len(self.signatures))
         return (Kind.NEW if old is None else Kind.CHANGED), sig
 
@@ -446,8 +485,8 @@ class Planner:
         for key, times in Counter(repeated.values()).items():
             self.plan.rejections += [Rejection(key, self.repeat_reason(key, times))] * times
             self.bad.pop(key, None)
-            if self.spool is not None:
-                self.spool.drop(key)
+            if self.outbox is not None:
+                self.outbox.drop(key)
         self.plan.rejections += [Rejection(k, r) for k, r in self.bad.items()]
         dropped = set(repeated.values())
         if dropped:
@@ -460,8 +499,9 @@ class Planner:
         return f"{self.shaper.key_label} appears {times} times in the model; none of its rows is sent"
 
     def _count(self, kinds: np.ndarray, sigs: np.ndarray) -> None:
-        counts = np.bincount(kinds, minlength=4)
+        counts = np.bincount(kinds, minlength=5)
         self.plan.new, self.plan.changed, self.plan.unchanged = (int(c) for c in counts[:3])
+        self.plan.held = int(counts[Kind.HELD])
         names = {sig: signature for signature, sig in self.signatures.items()}
         sent = (kinds == Kind.NEW) | (kinds == Kind.CHANGED)
         for sig, n in enumerate(np.bincount(sigs[sent], minlength=len(names))):

@@ -13,10 +13,12 @@ itself revertible (reverting a revert re-applies what it undid).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from amp_sync.config import Operation, SyncConfig
 from amp_sync.errors import AmpSyncError
+from amp_sync.outbox import Outbox
 from amp_sync.plan import (
     SAMPLE_LIMIT,
     USER_LINK,
@@ -25,12 +27,11 @@ from amp_sync.plan import (
     Plan,
     canonical,
     identification,
+    queue_update,
     same_field,
-    spool_update,
 )
 from amp_sync.snapshot import NO_RAW, digest
-from amp_sync.spool import Spool
-from amp_sync.state import StateStore
+from amp_sync.state import DestinationRef, StateStore
 
 _LIST_UNDO = {
     Operation.APPEND: Operation.REMOVE,
@@ -90,14 +91,26 @@ def last_run(store: StateStore | None) -> int:
 
 
 def plan_revert(
-    config: SyncConfig, store: StateStore, run_id: int, spool: Spool | None, partitions: int = 1
+    config: SyncConfig,
+    store: StateStore,
+    run_id: int,
+    outbox: Outbox | None,
+    held: Iterable[str] = (),
 ) -> Plan:
-    """Plan the revert of run `run_id` (see last_run); spool its updates when sending."""
+    """Plan the revert of run `run_id` (see last_run); queue its updates when sending.
+
+    Keys in `held` have an update still in doubt: they are left alone, as a run leaves them.
+    """
     plan = Plan(reverts_run=run_id)
     sync = config.sync
+    where = DestinationRef.of(config.destination).ident
+    waiting = set(held)
     for piece in store.touched(run_id):
         for key, doc, prev, seq in piece:
             plan.rows_read += 1
+            if key in waiting:
+                plan.held += 1
+                continue
             current: Doc = json.loads(doc)
             previous: Doc = json.loads(prev) if prev else {}
             changes = revert_changes(key, current, previous)
@@ -107,10 +120,10 @@ def plan_revert(
             plan.changed += 1
             item = identification(sync.object, key, current, changes, sync.options.group_type)
             _note(plan, key, item, changes)
-            if spool is not None:
+            if outbox is not None:
                 restored = canonical(previous)
                 commit = (restored, digest(key, restored), NO_RAW, seq + 1, doc)
-                spool_update(spool, sync, partitions, key, item, commit)
+                queue_update(outbox, sync, where, key, item, commit)
     if sync.options.synthetic_event:
         plan.synthetic = plan.changed
     return plan

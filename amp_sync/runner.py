@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,14 +11,14 @@ from typing import Any
 
 from amp_sync.amplitude import Channel, RetryPolicy
 from amp_sync.config import SyncConfig, SyncObject
-from amp_sync.errors import AmpSyncError, ConfigError, FatalError
+from amp_sync.errors import AmpSyncError, ConfigError, FatalError, StateError
 from amp_sync.events import EventPlanner
+from amp_sync.outbox import DEDUP_WINDOW, Outbox, Scope, Stale, Summary
 from amp_sync.plan import FieldChange, Plan, Planner, Rejection
 from amp_sync.revert import check_revertible, last_run, plan_revert
 from amp_sync.sender import Delivery, Sender
 from amp_sync.snapshot import SnapshotIndex
-from amp_sync.spool import Spool
-from amp_sync.state import StateStore, run_lock
+from amp_sync.state import DestinationRef, KnownDestination, StateStore, known_destinations, run_lock, writers
 from amp_sync.warehouse import CHUNK_ROWS, read_model
 
 
@@ -25,7 +26,7 @@ from amp_sync.warehouse import CHUNK_ROWS, read_model
 class Progress:
     """Where a preview or run is: rows read so far, then rows delivered."""
 
-    phase: str  # "reading" or "sending"
+    phase: str  # "resending" (in doubt from earlier runs), "reading" or "sending"
     rows_read: int
     to_send: int = 0
     sent: int = 0
@@ -45,6 +46,7 @@ class RunOptions:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     sleep: Callable[[float], None] = time.sleep
     chunk_rows: int = CHUNK_ROWS
+    stale: Stale = Stale.HOLD  # in-doubt items Amplitude can no longer de-duplicate
 
 
 @dataclass(slots=True)
@@ -63,11 +65,19 @@ class Report:
     run_id: int | None = None
     synthetic_sent: int = 0
     synthetic_failed: int = 0
+    in_doubt: int = 0  # preview: items the run resends first; run: items still in doubt after it
+    resent: int = 0  # in-doubt items of earlier runs that this run resent and got acknowledged
+    stale: int = 0  # in doubt for longer than Amplitude de-duplicates: they wait for the user
+    settled: int = 0  # stale items taken as delivered on the user's word
+    destination: DestinationRef | None = None
+    elsewhere: list[KnownDestination] = field(default_factory=list)  # state kept for others
+    overlaps: dict[str, list[str]] = field(default_factory=dict)  # other sync -> shared properties
 
     @property
     def ok(self) -> bool:
         """Every valid new or changed row (and its synthetic event) was delivered."""
-        return self.error is None and self.failed == 0 and self.synthetic_failed == 0
+        settled = not (self.in_doubt or self.stale or self.plan.held) or self.is_preview
+        return self.error is None and self.failed == 0 and self.synthetic_failed == 0 and settled
 
     @property
     def is_preview(self) -> bool:
@@ -96,6 +106,9 @@ class Report:
             counts["synthetic_failed"] = self.synthetic_failed
         if p.reverts_run is not None:
             counts["reverts_run"] = p.reverts_run
+        counts |= {"in_doubt": self.in_doubt, "held": p.held, "stale": self.stale}
+        if not self.is_preview:
+            counts |= {"resent": self.resent, "settled": self.settled}
         return counts
 
     def to_json(self) -> dict[str, Any]:
@@ -109,19 +122,38 @@ class Report:
 
 
 def preview(
-    config: SyncConfig, home: Path, progress: ProgressFn | None = None, chunk_rows: int = CHUNK_ROWS
+    config: SyncConfig,
+    home: Path,
+    progress: ProgressFn | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+    stale: Stale = Stale.HOLD,
 ) -> Report:
-    """Read, validate and diff the model; nothing is sent and nothing is written."""
+    """Read, validate and diff the model; nothing is sent and nothing is written.
+
+    Updates in doubt from earlier runs count as delivered, as they will be once the run has
+    resent them; stale ones the user has not decided about hold their keys, as in a run.
+    """
     started = time.monotonic()
-    store = StateStore.open_read_only(home, config.sync.name)
+    ref = DestinationRef.of(config.destination)
+    store = StateStore.open_read_only(home, config.sync.name, ref)
+    report = Report("preview", Plan(), destination=ref)
+    if store is None:
+        report.plan = _plan(config, None, (), None, chunk_rows, progress, started)
+        _describe_state(config, home, None, report)
+        report.seconds = time.monotonic() - started
+        return report
     try:
-        index = store.index() if store else SnapshotIndex.build([])
-        docs = store.docs if store else (lambda keys: {})
-        plan = _plan(config, index, docs, None, 1, chunk_rows, progress, started)
+        summary = Outbox(store).summary()
+        held = Outbox(store).held_keys(stale_only=True) if stale is Stale.HOLD else []
+        report.plan = _plan(config, store, held, None, chunk_rows, progress, started, preview=True)
+        report.in_doubt = summary.in_doubt + (summary.stale if stale is Stale.RESEND else 0)
+        report.stale = summary.stale if stale is Stale.HOLD else 0
+        report.settled = summary.stale if stale is Stale.DELIVERED else 0
+        _describe_state(config, home, store, report)
     finally:
-        if store:
-            store.close()
-    return Report("preview", plan, seconds=time.monotonic() - started)
+        store.close()
+    report.seconds = time.monotonic() - started
+    return report
 
 
 def run(
@@ -130,7 +162,7 @@ def run(
     options: RunOptions | None = None,
     progress: ProgressFn | None = None,
 ) -> Report:
-    """Plan, send and commit; every acknowledged batch enters the snapshot at once."""
+    """Resend what is in doubt, then plan, send and commit; every acknowledged batch is saved at once."""
     return _locked(config, home, options or RunOptions(), progress, "run")
 
 
@@ -138,14 +170,20 @@ def preview_revert(config: SyncConfig, home: Path) -> Report:
     """What reverting the last run would send; nothing is sent and nothing is written."""
     started = time.monotonic()
     check_revertible(config)
-    store = StateStore.open_read_only(home, config.sync.name)
+    ref = DestinationRef.of(config.destination)
+    store = StateStore.open_read_only(home, config.sync.name, ref)
     run_id = last_run(store)  # says so when there is nothing to revert
     assert store is not None
+    report = Report("revert preview", Plan(), destination=ref)
     try:
-        plan = plan_revert(config, store, run_id, None)
+        outbox = Outbox(store)
+        report.plan = plan_revert(config, store, run_id, None, outbox.held_keys(stale_only=True))
+        summary = outbox.summary()
+        report.in_doubt, report.stale = summary.in_doubt, summary.stale
     finally:
         store.close()
-    return Report("revert preview", plan, seconds=time.monotonic() - started)
+    report.seconds = time.monotonic() - started
+    return report
 
 
 def revert(
@@ -164,11 +202,13 @@ def _locked(
 ) -> Report:
     """A run or a revert, holding the sync's lock: one at a time per sync."""
     with run_lock(home, config.sync.name):
-        store = StateStore.open(home, config.sync.name)
+        store = StateStore.open(home, config.sync.name, DestinationRef.of(config.destination))
         try:
             # A revert says so, before any history entry, when there is nothing to revert.
             reverting = last_run(store) if kind == "revert" else None
-            return _run(config, store, options, progress, reverting)
+            report = _run(config, store, options, progress, reverting)
+            _describe_state(config, home, store, report)
+            return report
         finally:
             store.close()
 
@@ -184,46 +224,78 @@ def _run(
     started = time.monotonic()
     kind = "run" if reverting is None else "revert"
     run_id = store.start_run(kind)
-    report = Report(kind, Plan(), run_id=run_id)
+    store.record_writes(writes_of(config))
+    report = Report(kind, Plan(), run_id=run_id, destination=store.destination)
+    outbox = Outbox(store, run_id)
     try:
-        with Spool() as spool:
-            if reverting is not None:
-                report.plan = plan_revert(config, store, reverting, spool, options.concurrency)
-            else:
-                report.plan = _plan(
-                    config, store.index(), store.docs, spool, options.concurrency,
-                    options.chunk_rows, progress, started, store.refresh_raw,
-                )  # fmt: skip
-            _send(config, store, spool, options, report, progress, started)
+        _resend(config, store, outbox, options, report, progress, started)
+        held = outbox.held_keys()
+        if reverting is not None:
+            report.plan = plan_revert(config, store, reverting, outbox, held)
+        else:
+            report.plan = _plan(config, store, held, outbox, options.chunk_rows, progress, started)
+        total = outbox.seal(follow_ups=(Channel.SYNTHETIC,))
+        _send(config, store, outbox, Scope(run_id=run_id), total, options, report, progress, started)
     except AmpSyncError as exc:
         report.error = str(exc)
-        _record(store, report, started)
+        _record(store, outbox, report, started)
         raise
     except BaseException:
         report.error = "interrupted"
-        _record(store, report, started)
+        _record(store, outbox, report, started)
         raise
-    _record(store, report, started)
+    _record(store, outbox, report, started)
     return report
+
+
+def _resend(
+    config: SyncConfig,
+    store: StateStore,
+    outbox: Outbox,
+    options: RunOptions,
+    report: Report,
+    progress: ProgressFn | None,
+    started: float,
+) -> None:
+    """Resend, exactly as they were, the items earlier runs left in doubt (before any diff)."""
+    outbox.reclaim_unsent()
+    report.settled = outbox.settle_stale(options.stale, report.run_id)
+    summary = outbox.summary()
+    resend = summary.in_doubt + (summary.stale if options.stale is Stale.RESEND else 0)
+    if not resend:
+        return
+    cutoff = None if options.stale is Stale.RESEND else time.time() - DEDUP_WINDOW
+    scope = Scope(before_run=report.run_id, stale_before=cutoff)
+    earlier = Report("resend", Plan())
+    _send(config, store, outbox, scope, resend, options, earlier, progress, started, phase="resending")
+    report.resent, report.failed = earlier.sent, earlier.failed  # resends not answered count as failed
+    report.requests += earlier.requests
+    report.failure_reasons = dict(earlier.failure_reasons)
 
 
 def _plan(
     config: SyncConfig,
-    index: SnapshotIndex,
-    docs: Callable[[list[str]], dict[str, Any]],
-    spool: Spool | None,
-    partitions: int,
+    store: StateStore | None,
+    held: list[str] | tuple[str, ...],
+    outbox: Outbox | None,
     chunk_rows: int,
     progress: ProgressFn | None,
     started: float,
-    refresh: Callable[[list[tuple[int, str]]], None] | None = None,
+    preview: bool = False,
 ) -> Plan:
+    """Read the model and diff it against the store (with `preview`, what the outbox carries too)."""
     with read_model(config.source.url.reveal(), config.model.sql, chunk_rows) as stream:
         problems = config.missing_columns(stream.columns)
         if problems:
             raise ConfigError(problems)
         kind = EventPlanner if config.sync.object is SyncObject.EVENT else Planner
-        planner = kind(config, stream.columns, index, docs, spool, partitions, refresh)
+        if store is None:
+            planner = kind(config, stream.columns, SnapshotIndex.build([]), lambda keys: {}, None)
+        else:
+            docs = functools.partial(store.docs, outbox=preview)
+            refresh = None if preview else store.refresh_raw
+            index = store.index(outbox=preview)
+            planner = kind(config, stream.columns, index, docs, outbox, refresh, held)
         for chunk in stream.chunks:
             planner.add(chunk)
             if progress:
@@ -234,23 +306,25 @@ def _plan(
 def _send(
     config: SyncConfig,
     store: StateStore,
-    spool: Spool,
+    outbox: Outbox,
+    scope: Scope,
+    total: int,
     options: RunOptions,
     report: Report,
     progress: ProgressFn | None,
     started: float,
+    phase: str = "sending",
 ) -> None:
-    total = spool.seal(follow_ups=(Channel.SYNTHETIC,))
-
     def on_progress(d: Delivery) -> None:
         if progress:
             elapsed = time.monotonic() - started
-            progress(Progress("sending", report.plan.rows_read, total, d.sent, 0, d.batches, elapsed))
+            progress(Progress(phase, report.plan.rows_read, total, d.sent, 0, d.batches, elapsed))
 
     sender = Sender(
         config.destination,
         store,
-        spool,
+        outbox,
+        scope,
         options.concurrency,
         options.policy,
         options.sleep,
@@ -258,19 +332,95 @@ def _send(
         report.run_id,
     )
     delivery = sender.run(total)
-    report.sent, report.failed = delivery.sent, delivery.failed
-    report.synthetic_sent, report.synthetic_failed = delivery.synthetic_sent, delivery.synthetic_failed
-    report.requests, report.batches = delivery.requests, delivery.batches
-    report.failure_reasons = delivery.reasons
+    report.sent, report.failed = delivery.sent, report.failed + delivery.failed
+    report.synthetic_sent += delivery.synthetic_sent
+    report.synthetic_failed += delivery.synthetic_failed
+    report.requests += delivery.requests
+    report.batches = delivery.batches
+    for reason, n in delivery.reasons.items():
+        report.failure_reasons[reason] = report.failure_reasons.get(reason, 0) + n
     if delivery.fatal:
         raise FatalError(delivery.fatal)
 
 
-def _record(store: StateStore, report: Report, started: float) -> None:
+def _record(store: StateStore, outbox: Outbox, report: Report, started: float) -> None:
     report.seconds = time.monotonic() - started
+    summary: Summary = outbox.summary()
+    report.in_doubt, report.stale = summary.in_doubt, summary.stale
     message = report.error or "; ".join(f"{n} rows: {r}" for r, n in report.failure_reasons.items())
     if report.plan.reverts_run is not None and not message:
         message = f"reverted run #{report.plan.reverts_run}"
     rejections = ((r.key, r.reason) for r in report.plan.rejections)
     if report.run_id is not None:
         store.finish_run(report.run_id, report.status(), report.counts(), message, rejections)
+
+
+def writes_of(config: SyncConfig) -> set[str]:
+    """What a sync writes, as "<profile>:<property>": users and devices share one profile."""
+    sync = config.sync
+    if sync.object is SyncObject.EVENT:
+        return set()
+    kind = f"group {sync.options.group_type}" if sync.object is SyncObject.GROUP else "user"
+    return {f"{kind}:{m.property}" for m in sync.mappings}
+
+
+def _describe_state(config: SyncConfig, home: Path, store: StateStore | None, report: Report) -> None:
+    """Where else this sync has state, and which other syncs write the same properties here."""
+    ref = report.destination or DestinationRef.of(config.destination)
+    known = store.known_destinations() if store is not None else []
+    here = next((k for k in known if k.ref.ident == ref.ident), None)
+    if here is None or here.rows == 0:
+        report.elsewhere = [k for k in known if k.ref.ident != ref.ident and k.rows]
+    report.overlaps = writers(home, ref, writes_of(config), config.sync.name)
+
+
+def rekey(config: SyncConfig, home: Path, source: str | None = None) -> str:
+    """Same Amplitude project, new API key: give the sync's state under the old key to the new one.
+
+    The old state is the one at the same endpoint under another key (`source` names it when
+    there are several). Returns what was done, in words.
+    """
+    ref = DestinationRef.of(config.destination)
+    if not known_destinations(home, config.sync.name):
+        raise StateError(
+            f"the sync {config.sync.name!r} has no state at {ref.endpoint} under another API key: "
+            "nothing to carry over (it has never run)"
+        )
+    with run_lock(home, config.sync.name):
+        store = StateStore.open(home, config.sync.name, ref)
+        try:
+            known = store.known_destinations()
+            here = next(k for k in known if k.ref.ident == ref.ident)
+            if here.rows:
+                raise StateError(
+                    f"the sync {config.sync.name!r} already has state for {ref.describe()} with this "
+                    f"API key ({here.rows:,} keys): there is nothing to carry over"
+                )
+            same = [k for k in known if k.ref.endpoint == ref.endpoint and k.ref.ident != ref.ident]
+            picked = _pick_source(config.sync.name, ref, same, source)
+            store.move_destination(picked.id)
+        finally:
+            store.close()
+    return (
+        f"kept the state of {picked.ref.describe()} ({picked.rows:,} keys) for the new API key of "
+        f"{ref.describe()}: the next run sends only what changed"
+    )
+
+
+def _pick_source(
+    sync: str, ref: DestinationRef, same: list[KnownDestination], source: str | None
+) -> KnownDestination:
+    if source is not None:
+        same = [k for k in same if k.ref.name == source]
+    if len(same) == 1:
+        return same[0]
+    if not same:
+        named = f" named {source!r}" if source is not None else ""
+        raise StateError(
+            f"the sync {sync!r} has no state{named} at {ref.endpoint} under another API key: nothing "
+            "to carry over (a sync pointed at another endpoint starts afresh there)"
+        )
+    names = ", ".join(repr(k.ref.name) for k in same)
+    raise StateError(
+        f"the sync {sync!r} has state under several other API keys ({names}): name one with --from"
+    )

@@ -4,12 +4,19 @@ It answers /identify, /groupidentify, /2/httpapi, /batch and /api/2/events/list 
 status codes and bodies, validates as Amplitude does (a request with one bad item is refused whole,
 with the bad indexes), and keeps the profiles, groups and events it builds in memory, readable
 through `SandboxStore` or GET /sandbox/... . Nothing it receives is ever logged: request bodies and
-query strings can hold API keys. Limits and rules come from shared/amplitude-api.md §0–§6.
+query strings can hold API keys. Limits and rules come from Amplitude's API pages
+(https://amplitude.com/docs/apis/analytics/identify, .../http-v2, .../batch-event-upload,
+.../group-identify).
 
 `Faults` makes the ingestion endpoints fail on purpose, as Amplitude and networks do (429, 500,
 503, a 500 after the request was applied, dropped connections, slow answers, 413), so that tests
-and the app's demo mode can show that a sync loses nothing. Set at start, with `Sandbox.set_faults`,
-or over HTTP at /sandbox/faults (`set_faults`, `get_faults`).
+and the app's demo mode can show that a sync loses nothing. Its throttle can carry a Retry-After
+header (`retry_after`). `daily_quota` simulates Amplitude's daily limit of events per user_id and
+per device_id (rolling 24 h in hourly steps, read from the store's clock): an HTTP V2 or Batch
+request holding an id that has reached it gets Amplitude's 429 with `exceeded_daily_quota_users` /
+`exceeded_daily_quota_devices`, and nothing of it is applied. It is off by default, as Amplitude
+enforces it only on ids it flags as spamming; events count from when it is set. Set faults at
+start, with `Sandbox.set_faults`, or over HTTP at /sandbox/faults (`set_faults`, `get_faults`).
 """
 
 from __future__ import annotations
@@ -339,7 +346,12 @@ def _min_id_length(options: object) -> int:
 INGESTION_PATHS = frozenset({"/identify", "/groupidentify", "/2/httpapi", "/batch"})
 MAX_SLOW_SECONDS = 3600.0
 THROTTLE_EPS = 31  # events/s reported for each throttled id: just over the threshold below
-THROTTLE_THRESHOLD = 30  # HTTP V2's per-user/device limit (amplitude-api.md §0)
+# Events/s per user or device: 30 on HTTP V2 (https://amplitude.com/docs/apis/analytics/http-v2),
+# 1,000 on Batch (https://amplitude.com/docs/apis/analytics/batch-event-upload); a 429's eps_threshold.
+THROTTLE_THRESHOLD = 30
+BATCH_THROTTLE_THRESHOLD = 1000
+MAX_RETRY_AFTER_SECONDS = 3600
+QUOTA_WINDOW_HOURS = 24  # the daily quota's rolling window, in the hourly steps Amplitude counts in
 
 
 class Fault(StrEnum):
@@ -351,6 +363,7 @@ class Fault(StrEnum):
     INGEST_THEN_500 = "ingest_then_500"  # applied in full, then answered 500
     DROP = "drop"  # the connection closed without an answer; nothing applied
     TOO_LARGE = "max_body_bytes"  # 413 because of Faults.max_body_bytes
+    DAILY_QUOTA = "daily_quota"  # 429 because an id reached Faults.daily_quota; nothing applied
 
 
 # A request meets at most one of these: their probabilities share one draw.
@@ -371,7 +384,10 @@ class Faults:
 
     throttle, error_500, error_503, ingest_then_500 and drop exclude one another, so they add up
     to at most 1. slow delays any answer by slow_seconds. max_body_bytes answers 413 above that
-    size in place of the usual limit. seed makes the sequence of draws repeatable.
+    size in place of the usual limit. seed makes the sequence of draws repeatable. retry_after
+    adds a `Retry-After: N` header (whole seconds) to the throttle's 429s. daily_quota refuses,
+    with Amplitude's 429, HTTP V2 and Batch requests holding a user_id or device_id that has
+    that many events in the last 24 hours.
     """
 
     throttle: float = 0.0
@@ -383,6 +399,8 @@ class Faults:
     slow_seconds: float = 1.0
     max_body_bytes: int | None = None
     seed: int | None = None
+    retry_after: int | None = None
+    daily_quota: int | None = None
 
     def __post_init__(self) -> None:
         problems = _fault_problems(self)
@@ -415,18 +433,22 @@ class Faults:
 
     @property
     def active(self) -> bool:
-        """Whether any request can fail, be slow or meet the injected size limit."""
+        """Whether any request can fail, be slow, or meet the injected size limit or daily quota."""
         chances = (getattr(self, name) for name in _PROBABILITIES)
-        return any(chances) or self.max_body_bytes is not None
+        return any(chances) or self.max_body_bytes is not None or self.daily_quota is not None
 
     def describe(self) -> str:
         """The settings in words, e.g. "429 throttled 10%, 500 5%, slow 20% (2 s)"."""
         chances = [(fault, getattr(self, fault.value)) for fault in _OUTCOMES]
         parts = [f"{_LABELS[fault]} {_percent(p)}" for fault, p in chances if p]
+        if self.throttle and self.retry_after is not None:
+            parts[0] += f" (Retry-After {self.retry_after} s)"
         if self.slow:
             parts.append(f"slow {_percent(self.slow)} ({self.slow_seconds:g} s)")
         if self.max_body_bytes is not None:
             parts.append(f"413 above {self.max_body_bytes:,} bytes")
+        if self.daily_quota is not None:
+            parts.append(f"429 past {self.daily_quota:,} events per user or device in 24 h")
         return ", ".join(parts) or "no failures"
 
 
@@ -462,7 +484,18 @@ def _fault_problems(faults: Faults) -> list[str]:
         problems.append(f"max_body_bytes must be a whole number of bytes, at least 1, not {limit!r}")
     if faults.seed is not None and not _is_int(faults.seed):
         problems.append(f"seed must be a whole number, not {faults.seed!r}")
+    wait = faults.retry_after
+    if wait is not None and not (_is_int(wait) and 0 <= wait <= MAX_RETRY_AFTER_SECONDS):
+        problems.append(
+            f"retry_after must be a whole number of seconds from 0 to {MAX_RETRY_AFTER_SECONDS}, not {wait!r}"
+        )
+    quota = faults.daily_quota
+    if quota is not None and not (_is_int(quota) and quota >= 1):
+        problems.append(f"daily_quota must be a whole number of events, at least 1, not {quota!r}")
     return problems
+
+
+_WHOLE_NUMBERS = frozenset({"max_body_bytes", "seed", "retry_after", "daily_quota"})
 
 
 def parse_faults(texts: Mapping[str, str], names: Mapping[str, str] | None = None) -> Faults:
@@ -474,7 +507,7 @@ def parse_faults(texts: Mapping[str, str], names: Mapping[str, str] | None = Non
     names = names or {}
     values: dict[str, Any] = {}
     for field, text in texts.items():
-        whole = field in ("max_body_bytes", "seed")
+        whole = field in _WHOLE_NUMBERS
         try:
             values[field] = int(text) if whole else float(text)
         except ValueError:
@@ -494,6 +527,7 @@ class _Draw:
     outcome: Fault | None = None
     delay: float = 0.0
     max_body_bytes: int | None = None
+    retry_after: int | None = None
 
 
 class _FaultDice:
@@ -518,7 +552,7 @@ class _FaultDice:
         with self._lock:
             faults, roll, slow_roll = self._faults, self._rng.random(), self._rng.random()
         delay = faults.slow_seconds if slow_roll < faults.slow else 0.0
-        return _Draw(faults.outcome(roll), delay, faults.max_body_bytes)
+        return _Draw(faults.outcome(roll), delay, faults.max_body_bytes, faults.retry_after)
 
 
 # --- store ----------------------------------------------------------------------------------
@@ -543,6 +577,66 @@ class _Profile:
         return (self.user_id is None, self.user_id or "", next(iter(self.device_ids), ""))
 
 
+@dataclass(frozen=True, slots=True)
+class _OverQuota:
+    """The ids of a request that reached the daily quota, with their counts, and their events."""
+
+    users: dict[str, int]
+    devices: dict[str, int]
+    events: list[int]
+
+
+class _DailyCounts:
+    """Events per user_id and per device_id in hourly steps, for the rolling 24 h daily quota."""
+
+    def __init__(self) -> None:
+        self._hours: dict[tuple[str, str], Counter[int]] = {}  # (id field, id) -> {hour: events}
+
+    def clear(self) -> None:
+        self._hours.clear()
+
+    def over(self, events: list[JSON], quota: int, now: float) -> _OverQuota | None:
+        """The ids among `events` with `quota` events or more in the window; None if there are none."""
+        hour = _hour(now)
+        counts: dict[tuple[str, str], int] = {}
+        indexes: list[int] = []
+        for index, event in enumerate(events):
+            ids = _ids(event)
+            for key in ids:
+                if key not in counts:
+                    counts[key] = self._count(key, hour)
+            if any(counts[key] >= quota for key in ids):
+                indexes.append(index)
+        if not indexes:
+            return None
+        over = {key: n for key, n in counts.items() if n >= quota}
+        users = {value: n for (name, value), n in over.items() if name == "user_id"}
+        devices = {value: n for (name, value), n in over.items() if name == "device_id"}
+        return _OverQuota(users, devices, indexes)
+
+    def _count(self, key: tuple[str, str], hour: int) -> int:
+        counts = self._hours.get(key)
+        return sum(n for h, n in counts.items() if h > hour - QUOTA_WINDOW_HOURS) if counts else 0
+
+    def add(self, events: Iterable[JSON], now: float) -> None:
+        hour = _hour(now)
+        for event in events:
+            for key in _ids(event):
+                counts = self._hours.setdefault(key, Counter())
+                counts[hour] += 1
+                for old in [h for h in counts if h <= hour - QUOTA_WINDOW_HOURS]:
+                    del counts[old]  # out of the window: forgotten, so memory stays bounded
+
+
+def _ids(event: JSON) -> list[tuple[str, str]]:
+    """(field, id) of each user_id and device_id an event holds."""
+    return [(name, event[name]) for name in _ID_FIELDS if isinstance(event.get(name), str)]
+
+
+def _hour(now: float) -> int:
+    return int(now // 3600)
+
+
 class SandboxStore:
     """Everything the sandbox received and built, in memory; one lock makes it thread-safe."""
 
@@ -556,6 +650,7 @@ class SandboxStore:
         self._insert_ids: set[str] = set()
         self._requests: list[JSON] = []
         self._inactive: set[str] = set()
+        self._daily = _DailyCounts()
 
     def profiles(self) -> list[JSON]:
         """Every profile, by user_id (device-only profiles last), then first device id."""
@@ -601,6 +696,7 @@ class SandboxStore:
                 collection.clear()
             for bag in (self._insert_ids, self._requests, self._inactive):
                 bag.clear()
+            self._daily.clear()
 
     def mark_inactive(self, event_type: str, inactive: bool = True) -> None:
         """Flag an event type as inactive (or active again), as Amplitude's Data settings do."""
@@ -643,10 +739,20 @@ class SandboxStore:
                 operations = _operations(props)
                 self._update_group(item["group_type"], item["group_value"], operations)
 
-    def _ingest(self, events: Iterable[JSON]) -> int:
-        """Store new events and apply their properties; returns the server time in ms."""
+    def _ingest(self, events: list[JSON], daily_quota: int | None = None) -> int | _OverQuota:
+        """Store new events and apply their properties; returns the server time in ms.
+
+        With a daily quota, a request holding an id that has reached it is refused whole: the
+        answer is then its ids and events, and nothing is stored.
+        """
         with self._lock:
-            received = int(self._clock() * 1000)
+            now = self._clock()
+            if daily_quota is not None:
+                over = self._daily.over(events, daily_quota, now)
+                if over is not None:
+                    return over
+                self._daily.add(events, now)
+            received = int(now * 1000)
             for event in events:
                 if not self._is_duplicate(event.get("insert_id")):
                     self._events.append({**event, "server_received_time": received})
@@ -918,11 +1024,36 @@ def _handle_events(app: _App, request: _Request) -> _Reply:
     rejection = _rejection(events, partial(_event_faults, min_length=min_length))
     if rejection:
         return rejection
-    received = app.store._ingest(events)
+    received = app.store._ingest(events, app.faults.get().daily_quota)
+    if isinstance(received, _OverQuota):
+        return _over_quota(request.path, len(events), received)
     # events_ingested counts every event sent, duplicates of earlier insert_ids included: that is
     # what Amplitude reports, so clients cannot use it to detect de-duplication.
     body = {"code": 200, "events_ingested": len(events), "payload_size_bytes": len(request.body)}
     return _Reply(200, {**body, "server_upload_time": received}, len(events))
+
+
+def _over_quota(path: str, items: int, over: _OverQuota) -> _Reply:
+    """Amplitude's 429 for ids past their daily quota (batch-event-upload "Daily limit").
+
+    Those ids are not over the per-second rate, so, as in Amplitude's example, throttled_users and
+    throttled_devices leave them out; throttled_events lists the events that hold them.
+    """
+    body = {
+        "code": 429,
+        "error": "Too many requests for some devices and users",
+        "eps_threshold": _eps_threshold(path),
+        "throttled_devices": {},
+        "throttled_users": {},
+        "exceeded_daily_quota_users": over.users,
+        "exceeded_daily_quota_devices": over.devices,
+        "throttled_events": over.events,
+    }
+    return _Reply(429, body, items)
+
+
+def _eps_threshold(path: str) -> int:
+    return BATCH_THROTTLE_THRESHOLD if path == "/batch" else THROTTLE_THRESHOLD
 
 
 def _basic_credentials(header: str | None) -> tuple[str, str] | None:
@@ -1025,19 +1156,20 @@ def _request_items(request: _Request) -> list[JSON]:
     return cast(list[JSON], events) if _is_object_list(events) else []
 
 
-def _throttled(request: _Request) -> _Reply:
+def _throttled(request: _Request, retry_after: int | None) -> _Reply:
     """Amplitude's 429, with every user and device of the request over the limit (§2)."""
     items = _request_items(request)
     ids = {name: [i[name] for i in items if isinstance(i.get(name), str)] for name in _ID_FIELDS}
     body = {
         "code": 429,
         "error": "Too many requests for some devices and users",
-        "eps_threshold": THROTTLE_THRESHOLD,
+        "eps_threshold": _eps_threshold(request.path),
         "throttled_devices": dict.fromkeys(ids["device_id"], THROTTLE_EPS),
         "throttled_users": dict.fromkeys(ids["user_id"], THROTTLE_EPS),
         "throttled_events": list(range(len(items))),
     }
-    return _Reply(429, body, len(items))
+    headers = () if retry_after is None else (("Retry-After", str(retry_after)),)
+    return _Reply(429, body, len(items), headers)
 
 
 def _answer(
@@ -1048,7 +1180,7 @@ def _answer(
     if fault is Fault.DROP:
         return None, fault
     if fault is Fault.THROTTLE:
-        return _throttled(request), fault
+        return _throttled(request, draw.retry_after), fault
     if fault is Fault.ERROR_500:
         return _error(500, "Internal server error"), fault
     if fault is Fault.ERROR_503:
@@ -1056,6 +1188,8 @@ def _answer(
     reply = _respond(app, method, request, too_large)
     if fault is Fault.INGEST_THEN_500:
         return _Reply(500, {"code": 500, "error": "Internal server error"}, reply.items), fault
+    if reply.status == 429:  # only the daily quota answers 429 without an injected throttle
+        return reply, Fault.DAILY_QUOTA
     return reply, Fault.TOO_LARGE if too_large and draw.max_body_bytes is not None else None
 
 
@@ -1179,8 +1313,9 @@ class Sandbox:
         max_body_bytes: int = 1_000_000,
         max_events: int = MAX_EVENTS,
         faults: Faults | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store = SandboxStore()
+        self.store = SandboxStore(clock)
         self._faults = _FaultDice(faults or Faults())
         keys: dict[str, str | None] = (
             {SANDBOX_API_KEY: SANDBOX_SECRET_KEY} if api_keys is None else dict(api_keys)

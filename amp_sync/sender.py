@@ -1,4 +1,4 @@
-"""Deliver spooled identifications: batches per user partition, several in flight, commit on ack."""
+"""Deliver the outbox: batches per user partition, several in flight, commit on acknowledgement."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from amp_sync.amplitude import (
 )
 from amp_sync.config import Destination
 from amp_sync.errors import FatalError
-from amp_sync.spool import Pending, Spool
+from amp_sync.outbox import Outbox, Pending, Scope
 from amp_sync.state import StateStore
 
 
@@ -37,6 +37,7 @@ class Delivery:
     fatal: str | None = None
     synthetic_sent: int = 0  # "updated" events acknowledged
     synthetic_failed: int = 0
+    in_doubt: int = 0  # rows whose answer never came: they stay in the outbox
 
 
 def batches(
@@ -62,11 +63,12 @@ def batches(
 
 @dataclass(slots=True)
 class Sender:
-    """Sends one spool to one destination and commits each acknowledged batch to the store."""
+    """Sends outbox items to one destination and commits each acknowledged batch to the store."""
 
     destination: Destination
     store: StateStore
-    spool: Spool
+    outbox: Outbox
+    scope: Scope
     concurrency: int = 4
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     sleep: Callable[[float], None] = time.sleep
@@ -77,7 +79,7 @@ class Sender:
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self, total: int) -> Delivery:
-        """Deliver every spooled row; rows not acknowledged are counted failed."""
+        """Deliver every item in scope; rows not acknowledged are counted failed."""
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="amp-send") as pool:
             futures = [pool.submit(self._partition, p) for p in range(self.concurrency)]
             try:
@@ -98,7 +100,7 @@ class Sender:
 
     def _send_channel(self, client: IdentifyClient, part: int) -> None:
         overhead = len(client.encode([]))
-        rows = self.spool.partition(part, client.channel)
+        rows = self.outbox.partition(part, self.concurrency, client.channel, self.scope)
         if client.channel is Channel.SYNTHETIC:
             rows = self._acknowledged_only(rows)
         route = client.route
@@ -129,15 +131,26 @@ class Sender:
         yield from self._committed(batch)
 
     def _committed(self, rows: list[Pending]) -> list[Pending]:
-        done = self.store.acknowledged([(p.key, p.digest) for p in rows]) if rows else set()
+        """Those of `rows` whose profile update is acknowledged; those whose update was refused go."""
+        if not rows:
+            return []
+        done = self.store.acknowledged([(p.key, p.digest) for p in rows])
+        rest = [p for p in rows if p.key not in done]
+        waiting = self.outbox.waiting(rest)  # the update is in doubt: the event waits with it
+        self.outbox.forget([p for p in rest if p.id not in waiting])
         return [p for p in rows if p.key in done]
 
     def _deliver(self, client: IdentifyClient, batch: list[Pending]) -> None:
         queue = [batch]
         synthetic = client.channel is Channel.SYNTHETIC
+        self.outbox.mark_sent(batch)  # before it leaves: a kill from here on leaves it in doubt
         while queue and not self._stop.is_set():
             part = queue.pop(0)
-            answer = client.send([p.item for p in part])
+            try:
+                answer = client.send([p.item for p in part])
+            except FatalError:
+                self.outbox.forget(part)  # refused whole (an invalid key): nothing of it arrived
+                raise
             queue[:0] = self._settle(part, answer, synthetic)
 
     def _settle(self, part: list[Pending], answer: Answer, synthetic: bool = False) -> list[list[Pending]]:
@@ -150,18 +163,35 @@ class Sender:
             return [part[:half], part[half:]]
         if answer.outcome is Outcome.REJECTED:
             bad = set(answer.bad_items)
-            self._note(f"Amplitude refused the row: {answer.detail}", len(bad), synthetic)
+            self._unsent(
+                [p for i, p in enumerate(part) if i in bad], answer, synthetic, "Amplitude refused the row: "
+            )
             rest = [p for i, p in enumerate(part) if i not in bad]
             return [rest] if rest else []
-        self._note(_reason(answer, self.policy.attempts), len(part), synthetic)
+        self._unsent(part, answer, synthetic)
         return []
 
+    def _unsent(self, part: list[Pending], answer: Answer, synthetic: bool, prefix: str = "") -> None:
+        """Items not acknowledged: in doubt (kept) if any try may have arrived, else refused (gone)."""
+        reason = prefix + (answer.detail if prefix else _reason(answer, self.policy.attempts))
+        if answer.maybe_ingested:
+            self._note(reason + IN_DOUBT, len(part), synthetic)
+            if not synthetic:
+                with self._lock:
+                    self.delivery.in_doubt += len(part)
+            return
+        self.outbox.forget(part)  # refused for sure: the next run plans these rows again
+        self._note(reason, len(part), synthetic)
+
     def _acknowledged(self, part: list[Pending], synthetic: bool = False) -> None:
+        ids = [p.id for p in part]
         if synthetic:  # its profile is committed already; the event itself changes no state
+            self.store.acknowledge((), self.run_id, ids)
             with self._lock:
                 self.delivery.synthetic_sent += len(part)
             return
-        self.store.commit(((p.key, p.digest, p.doc, p.raw, p.seq, p.before) for p in part), self.run_id)
+        rows = ((p.key, p.digest, p.doc, p.raw, p.seq, p.before) for p in part)
+        self.store.acknowledge(rows, self.run_id, ids)
         with self._lock:
             self.delivery.sent += len(part)
             self.delivery.batches += 1
@@ -174,6 +204,9 @@ class Sender:
                 reason = f"synthetic event not delivered: {reason}"
                 self.delivery.synthetic_failed += rows
             self.delivery.reasons[reason] = self.delivery.reasons.get(reason, 0) + rows
+
+
+IN_DOUBT = " (in doubt: the next run resends them first, exactly as they were)"
 
 
 def _reason(answer: Answer, attempts: int) -> str:

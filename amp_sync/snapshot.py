@@ -75,6 +75,18 @@ class SnapshotIndex:
         digests = digests[order]
         return cls(hashes, raws, digests)
 
+    def overlaid(self, entries: list[tuple[int, int, bytes]]) -> SnapshotIndex:
+        """This index with `entries` (key hash, raw hash, digest) replacing or adding keys."""
+        if not entries:
+            return self
+        extra = SnapshotIndex.build(entries)
+        keep = ~np.isin(self.hashes, extra.hashes)
+        return SnapshotIndex.from_parts(
+            np.concatenate([self.hashes[keep], extra.hashes]),
+            np.concatenate([self.raws[keep], extra.raws]),
+            np.concatenate([self.digests[keep], extra.digests]),
+        )
+
     def __len__(self) -> int:
         return len(self.hashes)
 

@@ -167,10 +167,10 @@ def result_summary(report: Report, noun: str = "rows") -> tuple[str, str]:
         return "success", "The model returned no rows, so there was nothing to send."
     if report.plan.to_send == 0:
         every = "every event of the model" if noun == "events" else "every value"
-        return "success", f"Nothing to send: Amplitude already has {every}."
+        return "success", f"Nothing to send: amp_sync last delivered {every} as it is now."
     if noun == "events":
-        return "success", f"{sent}. Amplitude has every event of the model."
-    return "success", f"{sent}. Amplitude has every new and changed value."
+        return "success", f"{sent}. Amplitude acknowledged every event of the model."
+    return "success", f"{sent}. Amplitude acknowledged every new and changed value."
 
 
 def failure_rows(reasons: dict[str, int]) -> list[Row]:
@@ -184,11 +184,12 @@ def local_time(epoch: float) -> str:
 
 
 def history_rows(runs: Iterable[tuple[str, RunRecord]]) -> list[Row]:
-    """One table row per run: sync, start (local), duration, counts and status."""
+    """One table row per run: sync, destination, start (local), duration, counts and status."""
     rows = []
     for sync, r in runs:
         took = r.finished_at - r.started_at if r.finished_at is not None else None
-        row: Row = {"Sync": sync, "Run": r.id, "Kind": r.kind, "Started": local_time(r.started_at)}
+        row: Row = {"Sync": sync, "Destination": r.destination, "Run": r.id, "Kind": r.kind}
+        row["Started"] = local_time(r.started_at)
         row["Duration"] = duration(took) if took is not None else "running"
         row.update({name.capitalize(): r.counts.get(name, 0) for name in HISTORY_COUNTS})
         row.update({"Status": r.status, "Message": r.message})
@@ -236,6 +237,7 @@ def report_notes(report: Report, config: SyncConfig) -> list[str]:
         out.append(VOLUME_WARNING)
     if events and not options.insert_id_column:
         out.append(EDITED_ROWS_WARNING)
+    out += state_notes(report)
     if options.synthetic_event and plan.synthetic:
         verb = "would send" if report.is_preview else f"sent {report.synthetic_sent:,} of"
         out.append(
@@ -245,8 +247,94 @@ def report_notes(report: Report, config: SyncConfig) -> list[str]:
     return out
 
 
+STALE_CHOICES = (
+    "If Amplitude shows them, run with `--stale-in-doubt delivered`; if it does not, "
+    "`--stale-in-doubt resend` sends them again (a value that adds, $add or $append, could then "
+    "count twice). Their keys are left alone until then"
+)
+
+
+def state_notes(report: Report) -> list[str]:
+    """What the saved state says about this run: items in doubt, other destinations, other syncs."""
+    out = []
+    preview, plan = report.is_preview, report.plan
+    if report.resent:
+        out.append(
+            f"resent {_updates(report.resent)} left in doubt by an earlier run; Amplitude acknowledged them"
+        )
+    if report.in_doubt and preview:
+        out.append(
+            f"{_updates(report.in_doubt)} from an earlier run {_are(report.in_doubt)} in doubt (Amplitude's "
+            "answer never came): the run resends them first, exactly as they were (same insert_id, "
+            "which Amplitude de-duplicates), then compares the rows with the values they carry"
+        )
+    elif report.in_doubt:
+        out.append(
+            f"{_updates(report.in_doubt)} {_are(report.in_doubt)} in doubt (Amplitude's answer never came): "
+            "they stay in the outbox, and the next run resends them first, exactly as they were"
+        )
+    if report.settled:
+        out.append(
+            f"{_updates(report.settled)} in doubt for over 7 days {'are' if preview else 'were'} taken as "
+            "delivered, as you said: their values enter the state and nothing of them is resent"
+        )
+    if report.stale:
+        out.append(
+            f"{_updates(report.stale)} in doubt {_are(report.stale)} older than 7 days, Amplitude's "
+            f"de-duplication window, so they are not resent blindly. {STALE_CHOICES}"
+        )
+    if plan.held:
+        out.append(f"{plan.held:,} rows left alone: an earlier update of their key is still in doubt")
+    out += _destination_notes(report)
+    for other, props in report.overlaps.items():
+        names = ", ".join(p.split(":", 1)[1] for p in props[:5]) + (" and more" if len(props) > 5 else "")
+        out.append(f"the sync {other!r} also writes {names} at this destination: whichever runs last wins")
+    return out
+
+
+def _updates(n: int) -> str:
+    return f"{n:,} update" if n == 1 else f"{n:,} updates"
+
+
+def _are(n: int) -> str:
+    return "is" if n == 1 else "are"
+
+
+def _destination_notes(report: Report) -> list[str]:
+    here = report.destination
+    if here is None or not report.elsewhere:
+        return []
+    kept = "; ".join(
+        f"{k.ref.describe()}" + (f", last used {_day(k.last_used)}" if k.last_used else "")
+        for k in report.elsewhere
+    )
+    verb = "plans" if report.is_preview else "planned"
+    out = [
+        f"this sync has never sent to {here.describe()}, so the run {verb} every row as new; "
+        f"what it sent to {kept}, is kept as it was"
+    ]
+    if offers_rekey(report):
+        out.append(
+            f"only if {here.name!r} is the same Amplitude project under a new API key (not another "
+            "project in the same region), run `amp-sync rekey FILE` first (in the app: Same Amplitude "
+            "project, new key): it keeps what was sent instead of sending every row again"
+        )
+    return out
+
+
+def offers_rekey(report: Report) -> bool:
+    """The sync has state only under another API key at this endpoint: it may be a new key."""
+    here = report.destination
+    return here is not None and any(k.ref.endpoint == here.endpoint for k in report.elsewhere)
+
+
+def _day(stamp: float) -> str:
+    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 # What the pages add to the notes above: their level, and the words for each object.
 _WARNINGS = (VOLUME_WARNING, EDITED_ROWS_WARNING)
+_WARNING_WORDS = ("mark it inactive", "in doubt", "never sent to", "also writes", "new API key")
 _NOUNS = {SyncObject.USER: "users", SyncObject.DEVICE: "devices", SyncObject.GROUP: "groups"}
 PROPERTY_NOUNS = {SyncObject.GROUP: "group properties", SyncObject.EVENT: "event properties"}
 
@@ -260,7 +348,7 @@ def note_levels(report: Report, config: SyncConfig) -> list[tuple[str, str]]:
     """report_notes as a page shows them: a level (info or warning) and a sentence."""
     out = []
     for note in report_notes(report, config):
-        warn = note in _WARNINGS or "mark it inactive" in note
+        warn = note in _WARNINGS or any(w in note for w in _WARNING_WORDS)
         out.append(("warning" if warn else "info", note[:1].upper() + note[1:] + "."))
     return out
 
@@ -321,7 +409,7 @@ def revert_summary(report: Report) -> tuple[str, str]:
             "delivered. Revert again to send them."
         )
     if p.to_send == 0:
-        return "success", f"Nothing to send: Amplitude already has the values from before {run}."
+        return "success", f"Nothing to send: amp_sync last delivered the values from before {run}."
     return "success", (
         f"Reverted {run}: sent {report.sent:,} keys back to their values from before it, "
         f"in {duration(report.seconds)}."

@@ -27,6 +27,7 @@ from amp_sync.config import (
     SyncConfig,
     SyncObject,
     SyncOptions,
+    absolute_file_url,
     parse_config,
 )
 from amp_sync.errors import ConfigError, StateError
@@ -218,7 +219,13 @@ class Workspace:
         return [item.name for item in self.all(kind)]
 
     def save(self, item: Item, previous_name: str | None = None) -> Item:
-        """Create or replace `item`; renaming (previous_name) updates everything that refers to it."""
+        """Create or replace `item`; renaming (previous_name) updates everything that refers to it.
+
+        A warehouse's relative SQLite or DuckDB file path is saved absolute, against the working
+        directory (the folder the app runs in), so it reads the same file wherever amp_sync starts.
+        """
+        if isinstance(item, Warehouse):
+            item = with_absolute_path(item, Path.cwd())
         spec = _KINDS[type(item)]
         problems = _check_name(item.name, spec.label)
         with self._lock:
@@ -265,9 +272,22 @@ class Workspace:
             ),
         )  # fmt: skip
 
+    def syncs_sending_to(self, destination: str) -> list[str]:
+        """The names of the saved syncs whose destination is `destination`."""
+        records = self._read()[_KINDS[SavedSync].section]
+        return sorted((n for n, r in records.items() if r.get("destination") == destination), key=str.lower)
+
+    def set_destination(self, sync: str, destination: str) -> SavedSync:
+        """Save the sync `sync` with another saved destination (a promotion); its state stays as it is."""
+        self.get(Destination, destination)  # ConfigError when there is none of that name
+        return self.save(replace(self.get(SavedSync, sync), destination=destination), previous_name=sync)
+
     def import_sync(self, text: str, env: Mapping[str, str] | None = None) -> SavedSync:
-        """Save the destination, warehouse, model and sync of a sync file (replacing same names)."""
-        config = parse_config(text, env)
+        """Save the destination, warehouse, model and sync of a sync file (replacing same names).
+
+        A relative warehouse file path is read from the working directory, as when saved by hand.
+        """
+        config = parse_config(text, env, base=Path.cwd())
         warehouse_name = f"{config.model.name} warehouse"
         existing = {w.url.reveal(): w.name for w in self.all(Warehouse)}
         warehouse_name = existing.get(config.source.url.reveal(), warehouse_name)
@@ -283,6 +303,19 @@ class Workspace:
         for item in items:
             self.save(item, previous_name=item.name)
         return items[-1]
+
+    def make_paths_absolute(self, base: Path) -> int:
+        """Make saved warehouses' relative file paths absolute against `base`; how many changed."""
+        with self._lock:
+            data = self._read()
+            changed = 0
+            for record in data[_KINDS[Warehouse].section].values():
+                url = absolute_file_url(record["url"], base)
+                changed += url != record["url"]
+                record["url"] = url
+            if changed:
+                self._write(data)
+        return changed
 
     def ensure_defaults(self, sandbox_url: str, demo_warehouse_url: str) -> None:
         """On the first start: the sandbox destination and the demo warehouse."""
@@ -300,6 +333,17 @@ class Workspace:
             )
         )
         self.save(Warehouse(DEMO_WAREHOUSE, Secret(demo_warehouse_url)))
+
+
+def promoted(config: SyncConfig, destination: Destination) -> SyncConfig:
+    """`config` sending to `destination` instead: what a promotion previews before anything is saved."""
+    return replace(config, destination=destination)
+
+
+def with_absolute_path(warehouse: Warehouse, base: Path) -> Warehouse:
+    """`warehouse` with a relative SQLite or DuckDB file path in its URL made absolute against `base`."""
+    url = absolute_file_url(warehouse.url.reveal(), base)
+    return warehouse if url == warehouse.url.reveal() else replace(warehouse, url=Secret(url))
 
 
 def _check_name(name: str, label: str) -> list[str]:

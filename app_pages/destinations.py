@@ -5,12 +5,20 @@ from __future__ import annotations
 import streamlit as st
 
 import ui
+from amp_sync import runner
 from amp_sync.catalog import destination_from_form, widget_ids
 from amp_sync.config import Destination, Region
 from amp_sync.credentials import KeyCheck, check_keys
+from amp_sync.errors import AmpSyncError
 from amp_sync.workspace import Workspace
 
 REGIONS = [str(r) for r in Region]
+SAME_PROJECT = "Same Amplitude project, new key: keep what was sent"
+SAME_PROJECT_HELP = (
+    "Tick it when the new API key belongs to the same Amplitude project: the syncs using this "
+    "destination keep what they sent and send only what changed. Untouched, they send every row "
+    "again as new."
+)
 
 
 def load_form(destination: Destination | None) -> None:
@@ -21,6 +29,7 @@ def load_form(destination: Destination | None) -> None:
     state.dest_region = str(destination.region) if destination else str(Region.US)
     state.dest_endpoint = (destination.endpoint or "") if destination else ""
     state.dest_editing = destination.name if destination else None
+    state.dest_same_project = False
 
 
 def show_check(check: KeyCheck) -> None:
@@ -38,8 +47,26 @@ def connect(ws: Workspace, editing: str | None) -> bool:
     with st.spinner(f"Checking the keys of “{destination.name}”…"):
         check = check_keys(destination)
     s.dest_flash = (destination.name, check)
+    new_key = current is not None and destination.api_key.reveal() != current.api_key.reveal()
+    if current is not None and s.get("dest_same_project"):
+        s.dest_rekeyed = rekey_syncs(ws, destination.name)
+    elif new_key and (syncs := ws.syncs_sending_to(destination.name)):
+        names = ", ".join(f"“{n}”" for n in syncs)
+        s.dest_rekeyed = [("info", f"New API key: {names} will send every row again as new.")]
     s.dest_next = None if check.ok else destination  # refused: stay on it, so the user can fix it
     return True
+
+
+def rekey_syncs(ws: Workspace, destination: str) -> list[tuple[str, str]]:
+    """Give each sync using `destination` its state under the old key; what each said, with a level."""
+    said = []
+    for name in ws.syncs_sending_to(destination):
+        try:
+            words = runner.rekey(ws.sync_config(name), ui.home())
+            said.append(("success", f"Sync “{name}”: {words}."))
+        except AmpSyncError as exc:
+            said.append(("warning", f"Sync “{name}”: {exc}."))
+    return said or [("info", f"No saved sync uses “{destination}”: there was nothing to keep.")]
 
 
 def forget_if_editing(name: str) -> None:
@@ -54,6 +81,8 @@ def render_flash() -> None:
         show_check(check)
         if not check.ok:
             st.caption(f"“{name}” is saved. Fix its keys, region or endpoint below and press Connect again.")
+    for level, words in st.session_state.pop("dest_rekeyed", []):
+        {"success": st.success, "warning": st.warning}.get(level, st.info)(words)
     if deleted := st.session_state.pop("dest_deleted", None):
         st.success(f"Deleted the destination “{deleted}”.")
 
@@ -78,6 +107,8 @@ def render_form(ws: Workspace) -> None:
                 "Custom endpoint", key="dest_endpoint", placeholder="https://proxy.example.com",
                 help=f"One base URL replacing the region's hosts, e.g. the local sandbox {ui.sandbox_url()}",
             )  # fmt: skip
+        if editing:
+            st.checkbox(SAME_PROJECT, key="dest_same_project", help=SAME_PROJECT_HELP)
         submitted = st.form_submit_button("Connect", key="dest_connect", type="primary")
     if editing:
         st.button("Cancel editing", key="dest_cancel_edit", on_click=load_form, args=(None,))

@@ -51,7 +51,10 @@ def empty_state(pick: str) -> None:
 def show_runs(runs: list[tuple[str, RunRecord]]) -> None:
     """The table of runs and a chart of what each one sent, failed and rejected."""
     st.dataframe(views.history_rows(runs), hide_index=True, width="stretch", key="history_runs")
-    st.caption("Times are this machine's local time. Failed rows go out again on the next run.")
+    st.caption(
+        "Times are this machine's local time. Failed rows go out again on the next run. Each run "
+        "belongs to the destination it sent to."
+    )
     st.subheader("Rows per run")
     st.bar_chart(
         views.chart_rows(runs), x="Started", y=list(views.CHART_COUNTS), color=CHART_COLORS,
@@ -146,7 +149,7 @@ def confirm_revert(name: str, config: SyncConfig, report: Report) -> None:
     """The confirm button, then the revert with a progress bar."""
     run = report.plan.reverts_run
     if report.plan.to_send == 0:
-        st.caption(f"Nothing to send: Amplitude already has the values from before run #{run}.")
+        st.caption(f"Nothing to send: amp_sync last delivered the values from before run #{run}.")
         return
     label = f"Revert run #{run}: send {report.plan.to_send:,} keys back"
     if not st.button(label, key="history_revert_confirm", type="primary"):

@@ -184,6 +184,8 @@ st.markdown(
 ws = ui.attempt(ui.workspace)
 if ws is None:
     st.stop()
+if moved := ui.moved_state_note():  # an old ./.amp_sync, moved into the home or left with a how-to
+    st.info(moved, icon="📦")
 if render_sandbox_banner(ws):
     render_fault_controls()
 render_checklist(ws)

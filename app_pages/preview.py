@@ -6,16 +6,24 @@ import streamlit as st
 
 import ui
 from amp_sync import runner, state, views
-from amp_sync.config import SyncConfig, SyncObject
+from amp_sync.config import Destination, SyncConfig, SyncObject
 from amp_sync.credentials import Activity, EventActivity, event_activity
 from amp_sync.errors import AmpSyncError, DestinationError
 from amp_sync.events import EVENT_SAMPLE
+from amp_sync.outbox import Stale
 from amp_sync.runner import Report, RunOptions
-from amp_sync.workspace import SavedSync
+from amp_sync.workspace import SavedSync, Workspace, promoted
 
-PREVIEWS = "preview_reports"  # sync name -> (config previewed, Report)
+PREVIEWS = "preview_reports"  # sync name -> (config previewed, Report, what to do with stale items)
 OUTCOME = "preview_outcome"  # (sync name, Report | AmpSyncError) of the last run started here
 CHECKS = "preview_checks"  # sync name -> (ran before, EventActivity | None) at the last preview
+FLASH = "preview_flash"  # (sync name, words) shown once, above the preview
+STALE_CHOSEN = {
+    Stale.DELIVERED: "The run takes the updates in doubt for over 7 days as delivered: their values "
+    "count as sent, and they are not sent again.",
+    Stale.RESEND: "The run resends the updates in doubt for over 7 days, exactly as they were; a "
+    "value that adds ($add, $append) could then count twice.",
+}
 EVENTS_NOTE = (
     "Amplitude shows an updated user property only on events ingested **after** the update: "
     "past events never change, and a user who never sends another event never shows the new "
@@ -52,24 +60,53 @@ def describe(config: SyncConfig) -> None:
     st.caption(f"Model **{config.model.name}** → destination **{config.destination.name}**{where}; {what}.")
 
 
-def run_preview(name: str, config: SyncConfig) -> None:
+def load_config(ws: Workspace, name: str, target: str | None) -> SyncConfig:
+    """The saved sync, or with `target` the same sync sent to that destination (a promotion)."""
+    config = ws.sync_config(name)
+    return promoted(config, ws.get(Destination, target)) if target else config
+
+
+def promotion_banner(ws: Workspace, name: str, target: str) -> None:
+    """What a promotion does, and the way back."""
+    current = ws.get(SavedSync, name).destination
+    st.info(
+        f"Promotion of **{name}** from **{current}** to **{target}**: nothing is saved or sent until "
+        f"you start it. Starting it saves the sync with the destination **{target}**, then sends."
+    )
+    if st.button("Cancel the promotion", key="preview_promotion_cancel"):
+        ui.end_promotion()
+        st.session_state.get(PREVIEWS, {}).pop(name, None)
+        st.rerun()
+
+
+def run_preview(name: str, config: SyncConfig, stale: Stale = Stale.HOLD) -> bool:
     """Read and diff the model with progress; keep the Report so widgets do not redo it."""
     status = st.status("Reading the model…")
 
     def render(p: runner.Progress) -> None:
         status.update(label=f"Reading the model… {p.rows_read:,} rows read")
 
+    def work(cb: runner.ProgressFn) -> Report:
+        return runner.preview(config, ui.home(), progress=cb, stale=stale)
+
     try:
-        report = ui.run_with_progress(lambda cb: runner.preview(config, ui.home(), progress=cb), render)
+        report = ui.run_with_progress(work, render)
     except AmpSyncError as exc:
         status.update(label="The preview stopped", state="error")
         ui.show_error(exc)
-        return
+        return False
     rows = f"Read {report.plan.rows_read:,} rows in {views.duration(report.seconds)}"
     status.update(label=rows, state="complete")
-    st.session_state.setdefault(PREVIEWS, {})[name] = (config, report)
+    st.session_state.setdefault(PREVIEWS, {})[name] = (config, report, stale)
     st.session_state.setdefault(CHECKS, {})[name] = synthetic_checks(name, config)
     st.session_state.pop(OUTCOME, None)
+    return True
+
+
+def preview_again(name: str, config: SyncConfig, stale: Stale) -> None:
+    """Recompute the preview (another choice for stale items, or after a rekey) and redraw."""
+    if run_preview(name, config, stale):
+        st.rerun()
 
 
 def synthetic_checks(name: str, config: SyncConfig) -> tuple[bool, EventActivity | None]:
@@ -90,7 +127,7 @@ def show_counts(report: Report, config: SyncConfig) -> None:
         figures = [
             ("New", plan.new, f"{things} new to this sync: all their properties go out."),
             ("Changed", plan.changed, f"{things} with at least one property to update: only those go out."),
-            ("Unchanged", plan.unchanged, f"{things} Amplitude already has as they are: nothing is sent."),
+            ("Unchanged", plan.unchanged, f"{things} as amp_sync last delivered them: nothing is sent."),
             ("Removed", plan.removed, f"{things} synced before and no longer in the model: nothing is sent."),
         ]  # fmt: skip
         sends = f"A run sends {plan.to_send:,} {noun} (new and changed)"
@@ -101,6 +138,8 @@ def show_counts(report: Report, config: SyncConfig) -> None:
         ]
         sends = f"A run sends {plan.to_send:,} events"
     figures.append(("Rejected", plan.rejected, "Rows that cannot be sent; see the reasons below."))
+    if report.in_doubt:
+        figures.append(("In doubt", report.in_doubt, "Updates of earlier runs whose answer never came."))
     if plan.synthetic:
         figures.append(("Synthetic events", plan.synthetic, "One 'updated' event per profile a run updates."))
     for col, (label, value, hint) in zip(st.columns(len(figures)), figures, strict=True):
@@ -128,6 +167,32 @@ def show_notes(name: str, report: Report, config: SyncConfig) -> None:
         (st.success if activity.activity is Activity.INACTIVE else st.warning)(
             activity.message[:1].upper() + activity.message[1:] + "."
         )
+
+
+def stale_section(name: str, config: SyncConfig, report: Report, stale: Stale) -> None:
+    """Updates in doubt for longer than Amplitude de-duplicates: the user says what became of them."""
+    if report.stale:
+        st.markdown(f"**{report.stale:,} updates in doubt for over 7 days.** Check them in Amplitude, then:")
+        arrived, lost = st.columns(2)
+        if arrived.button("They arrived: take them as delivered", key="preview_stale_delivered"):
+            preview_again(name, config, Stale.DELIVERED)
+        if lost.button("They did not arrive: resend them", key="preview_stale_resend"):
+            preview_again(name, config, Stale.RESEND)
+    elif stale is not Stale.HOLD:
+        st.info(STALE_CHOSEN[stale])
+        if st.button("Leave them alone", key="preview_stale_hold"):
+            preview_again(name, config, Stale.HOLD)
+
+
+def rekey_section(name: str, config: SyncConfig, report: Report, stale: Stale) -> None:
+    """Same project, new key: carry the sync's state over to the new key, then preview again."""
+    if not views.offers_rekey(report):
+        return
+    if st.button("Same Amplitude project, new key: keep what was sent", key="preview_rekey"):
+        said = ui.attempt(lambda: runner.rekey(config, ui.home()))
+        if said:
+            st.session_state[FLASH] = (name, said[:1].upper() + said[1:] + ".")
+            preview_again(name, config, stale)
 
 
 def show_properties(report: Report, config: SyncConfig) -> None:
@@ -172,7 +237,8 @@ def show_changes(report: Report) -> str:
     st.subheader("What changes, field by field")
     rows = views.change_rows(report.plan.sample)
     if not rows:
-        why = "Amplitude already has every value" if report.plan.rows_read else "the model returned no rows"
+        delivered = "amp_sync last delivered every value as it is"
+        why = delivered if report.plan.rows_read else "the model returned no rows"
         st.caption(f"No field changes: {why}.")
         return ""
     text = st.text_input("Filter by key or property", key="preview_filter", placeholder="u_000123 or plan")
@@ -232,7 +298,9 @@ def show_rejections(name: str, report: Report) -> None:
     )  # fmt: skip
 
 
-def start_section(name: str, config: SyncConfig, report: Report) -> None:
+def start_section(
+    ws: Workspace, name: str, config: SyncConfig, report: Report, stale: Stale, target: str | None
+) -> None:
     """The Start button, behind a typed confirmation when many rows would go out."""
     st.subheader("Send")
     to_send = report.plan.to_send
@@ -245,16 +313,24 @@ def start_section(name: str, config: SyncConfig, report: Report) -> None:
         )
     allowed = views.can_start(to_send, typed, name)
     label = "Start sync" if to_send else "Start sync (nothing to send)"
+    if target:
+        label = f"Save the sync with {target!r} and start it"
     clicked = st.button(label, key="start_sync", type="primary", disabled=not allowed)
     if clicked and allowed:
-        start_run(name, config)
+        start_run(ws, name, config, stale, target)
     elif clicked:
         st.warning(f"Type the sync name {name!r} above to confirm.")
 
 
-def start_run(name: str, config: SyncConfig) -> None:
-    """Send with a progress bar, keep the outcome, and redraw the page around it."""
-    outcome = ui.send_with_progress(lambda cb: runner.run(config, ui.home(), RunOptions(), progress=cb))
+def start_run(ws: Workspace, name: str, config: SyncConfig, stale: Stale, target: str | None) -> None:
+    """Send with a progress bar (a promotion saves its destination first), and redraw the page."""
+    if target:
+        if ui.attempt(lambda: ws.set_destination(name, target)) is None:
+            return
+        ui.end_promotion()
+        st.session_state[FLASH] = (name, f"Saved the sync {name!r} with the destination {target!r}.")
+    options = RunOptions(stale=stale)
+    outcome = ui.send_with_progress(lambda cb: runner.run(config, ui.home(), options, progress=cb))
     st.session_state[OUTCOME] = (name, outcome)
     st.session_state.get(PREVIEWS, {}).pop(name, None)  # the snapshot moved: preview again
     st.rerun()
@@ -301,14 +377,22 @@ if not names:
     st.stop()
 
 sync_name = choose_sync(names)
-sync_config = ui.attempt(lambda: ws.sync_config(sync_name))
+promote_to = ui.promotion(sync_name)
+sync_config = ui.attempt(lambda: load_config(ws, sync_name, promote_to))
 if sync_config is None:
+    ui.end_promotion()
     st.page_link(ui.SYNCS, label="Fix the sync", icon="🔀")
     st.stop()
+if promote_to:
+    promotion_banner(ws, sync_name, promote_to)
 describe(sync_config)
 
-if st.button("Preview", key="preview_button", type="primary"):
+clicked = st.button("Preview", key="preview_button", type="primary")
+if clicked or (promote_to and st.session_state.pop(ui.PROMOTION_ASKED, False)):
     run_preview(sync_name, sync_config)
+flash = st.session_state.pop(FLASH, None)
+if flash and flash[0] == sync_name:
+    st.success(flash[1])
 
 last = st.session_state.get(OUTCOME)
 if last and last[0] == sync_name:
@@ -318,12 +402,15 @@ saved = st.session_state.get(PREVIEWS, {}).get(sync_name)
 if saved and saved[0] != sync_config:
     st.info("The sync was edited after this preview: preview it again.")
 elif saved:
-    preview_report = saved[1]
+    preview_report, stale_choice = saved[1], saved[2]
     show_counts(preview_report, sync_config)
     show_notes(sync_name, preview_report, sync_config)
+    stale_section(sync_name, sync_config, preview_report, stale_choice)
+    if not promote_to:  # a promotion goes to another project, not to a new key of this one
+        rekey_section(sync_name, sync_config, preview_report, stale_choice)
     show_properties(preview_report, sync_config)
     table = show_changes if sync_config.sync.is_profile else show_events
     filter_text = table(preview_report)
     show_payload(preview_report, filter_text, sync_config)
     show_rejections(sync_name, preview_report)
-    start_section(sync_name, sync_config, preview_report)
+    start_section(ws, sync_name, sync_config, preview_report, stale_choice, promote_to)

@@ -1,4 +1,4 @@
-"""Syncs: what data, where, how and which fields; saved syncs, exported and imported as files."""
+"""Syncs: what data, where, how and which fields; saved syncs, exported, imported and promoted."""
 
 from __future__ import annotations
 
@@ -414,6 +414,23 @@ def _delete(name: str) -> None:
     _after(f"Deleted the sync {name!r}.", NEW)
 
 
+def _promote_section(name: str, destinations: list[str]) -> None:
+    """Send the saved sync to another destination (sandbox to production), after a preview there."""
+    st.subheader("Promote to another destination")
+    current = ws.get(SavedSync, name).destination
+    others = [d for d in destinations if d != current]
+    if not others:
+        st.caption("Add another destination on the Destinations page to promote this sync to it.")
+        return
+    target = st.selectbox("Promote to", others, key="sync_promote_to")
+    st.caption(
+        "Previews the saved sync at that destination: a row it never sent there is new. Nothing is "
+        f"saved or sent until you start it from the preview; what it sent to {current!r} stays as it was."
+    )
+    if st.button("Preview the promotion", key="sync_promote"):
+        ui.ask_promotion(name, str(target))
+
+
 def _saved_actions(name: str) -> None:
     st.page_link(ui.PREVIEW, label=f"Preview {name!r}: see exactly what would change", icon="🔍")
     if st.button("Delete sync", key="sync_delete"):
@@ -426,6 +443,7 @@ def _saved_actions(name: str) -> None:
         if no.button("Cancel", key="sync_delete_no"):
             state.sync_confirm_delete = False
             st.rerun()
+    ui.attempt(lambda: _promote_section(name, destinations))
     st.subheader("Export")
     with_keys = st.checkbox("Include keys", key="sync_export_keys")
     if with_keys:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
@@ -32,8 +34,13 @@ def show_check(check: ConnectionCheck) -> None:
 def save(ws: Workspace, editing: str | None) -> bool:
     """Save the form's warehouse and test it; the outcome is shown after a rerun."""
     current = ws.get(Warehouse, editing) if editing else None
-    warehouse = warehouse_from_form(st.session_state.wh_name, st.session_state.wh_url, current)
-    ws.save(warehouse, previous_name=editing)
+    typed = warehouse_from_form(st.session_state.wh_name, st.session_state.wh_url, current)
+    warehouse = ws.save(typed, previous_name=editing)
+    if warehouse.url != typed.url:
+        st.session_state.wh_absolute = (
+            f"The relative file path of “{warehouse.name}” was saved absolute, against the folder "
+            f"the app runs in ({Path.cwd()})."
+        )
     with st.spinner(f"Connecting to “{warehouse.name}”…"):
         check = check_connection(warehouse.url.reveal())
     st.session_state.wh_flash = (warehouse.name, check)
@@ -60,6 +67,8 @@ def render_flash() -> None:
         show_check(check)
         if not check.ok:
             st.caption(f"“{name}” is saved. Fix its URL below (or install its driver) and save again.")
+    if absolute := st.session_state.pop("wh_absolute", None):
+        st.info(absolute)
     if deleted := st.session_state.pop("wh_deleted", None):
         st.success(f"Deleted the warehouse “{deleted}”.")
 
@@ -72,7 +81,8 @@ def render_examples() -> None:
             st.code(example.url, language=None)
         st.caption(
             "DuckDB, SQLite and PostgreSQL drivers come with amp_sync; others must be pip-installed "
-            "into the app's environment. Relative file paths are read from the folder the app runs in."
+            "into the app's environment. A relative file path is saved absolute, against the folder the app "
+            "runs in."
         )
 
 

@@ -18,6 +18,14 @@ settings.register_profile("amp_sync", deadline=None, max_examples=60)
 settings.load_profile("amp_sync")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_real_user_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A test that leaves AMP_SYNC_HOME unset writes to a temp per-user data folder, never the real one."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg_data_home")))
+        yield
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh AMP_SYNC_HOME for the test."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from amp_sync.sandbox import Sandbox
+from amp_sync.state import DestinationRef, StateStore
 
 
 @dataclass
@@ -37,3 +38,17 @@ class AppEnv:
     home: Path
     sandbox: Sandbox
     demo: Path
+
+
+# A destination for tests of the state store itself (the runner derives one from the sync file).
+TEST_DESTINATION = DestinationRef("Sandbox", "http://127.0.0.1:8766", "0" * 32)
+
+
+def open_state(home: Path, sync: str, read_only: bool = False) -> StateStore | None:
+    """The state of `sync` at the one destination it has sent to (TEST_DESTINATION if none)."""
+    reader = StateStore.open_read_only(home, sync)
+    known = reader.known_destinations() if reader else []
+    if reader:
+        reader.close()
+    ref = known[0].ref if len(known) == 1 else TEST_DESTINATION
+    return StateStore.open_read_only(home, sync, ref) if read_only else StateStore.open(home, sync, ref)

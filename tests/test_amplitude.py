@@ -1,26 +1,40 @@
-"""The Identify client: answers classified, retries bounded, batches split, keys never echoed."""
+"""The Amplitude client: answers classified, retries bounded, batches split, keys never echoed."""
 
 from __future__ import annotations
 
 import json
 import random
+import threading
+from collections.abc import Iterator
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 from scripted import DROP, Scripted, serve
 
 from amp_sync.amplitude import (
+    MAX_RETRY_AFTER,
+    OVER_DAILY_QUOTA,
+    ROUTES,
+    Answer,
+    Channel,
     IdentifyClient,
     Outcome,
     RetryPolicy,
     classify,
     encode_body,
     encoded_size,
+    retry_after,
 )
 from amp_sync.config import Destination, Region
 from amp_sync.errors import FatalError
+from amp_sync.sandbox import SANDBOX_API_KEY, Faults, Sandbox
 from amp_sync.secret import Secret
 
 KEY = "0123456789abcdef0123456789abcdef"
+NOW = 1_800_000_000.0  # the clients' clock in these tests
+THROTTLED = '{"code":429,"error":"Too many requests for some devices and users"}'
 
 
 @pytest.mark.parametrize(
@@ -87,11 +101,11 @@ def test_a_value_holding_the_boundary_falls_back_to_url_encoding() -> None:
 
 @pytest.mark.parametrize("attempt", range(1, 12))
 def test_backoff_grows_within_bounds(attempt: int) -> None:
-    policy = RetryPolicy(base_delay=0.5, max_delay=30)
-    delay = policy.delay(attempt, throttled=False, rng=random.Random(attempt))
+    policy, route = RetryPolicy(base_delay=0.5, max_delay=30), ROUTES[Channel.IDENTIFY]
+    delay = policy.delay(attempt, Answer(Outcome.RETRY), route, random.Random(attempt))
     ceiling = min(30, 0.5 * 2 ** (attempt - 1))
     assert ceiling / 2 <= delay <= ceiling
-    assert policy.delay(attempt, throttled=True, rng=random.Random(1)) >= 15
+    assert policy.delay(attempt, Answer(Outcome.RETRY, throttled=True), route, random.Random(1)) >= 15
 
 
 @pytest.fixture
@@ -120,7 +134,7 @@ def test_transient_failures_are_retried_until_acknowledged(amplitude, failure) -
     assert answer.outcome is Outcome.OK
     assert len(scripted.received) == 3 and len(sleeps) == 2
     if failure != DROP and failure[0] == 429:
-        assert all(s >= 15 for s in sleeps)  # Amplitude asks a 15 s pause for throttled users
+        assert all(15 <= s < 15.5 for s in sleeps)  # Identify asks a 15 s pause for throttled users
 
 
 def test_retries_are_bounded(amplitude) -> None:
@@ -173,3 +187,224 @@ def test_an_answer_cut_off_midway_is_retried() -> None:
     answer = _client(f"http://127.0.0.1:{port}", sleeps).send([b'{"user_id":"alice1"}'])
     listener.close()
     assert answer.outcome is Outcome.OK and len(sleeps) == 1
+
+
+# --- 429 and Retry-After, as each API asks ---------------------------------------------------------
+
+
+class Headed:
+    """A loopback Amplitude answering from a script of (status, body, headers), then 'success'."""
+
+    def __init__(self, script: list[tuple[int, str, dict[str, str]]]) -> None:
+        self.script = list(script)
+        self.received: list[tuple[str, bytes]] = []
+        self.lock = threading.Lock()
+
+    def next(self, path: str, body: bytes) -> tuple[int, str, dict[str, str]]:
+        with self.lock:
+            self.received.append((path, body))
+            return self.script.pop(0) if self.script else (200, "success", {})
+
+    def events(self, n: int) -> list[dict[str, Any]]:
+        """The events of the n-th request received (an HTTP V2 or Batch body)."""
+        return json.loads(self.received[n][1])["events"]
+
+
+@pytest.fixture
+def headed() -> Iterator[tuple[Headed, str]]:
+    script = Headed([])
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            status, text, headers = script.next(self.path, body)
+            data = text.encode()
+            self.send_response(status)
+            for name, value in {**headers, "Content-Length": str(len(data))}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    # A short poll interval lets shutdown() return at once, not after the default half second.
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    yield script, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _on(channel: Channel, url: str, sleeps: list[float], attempts: int = 5) -> IdentifyClient:
+    client = _client(url, sleeps, attempts)
+    client.channel, client.clock = channel, lambda: NOW
+    return client
+
+
+@pytest.mark.parametrize(
+    ("channel", "pause"),
+    [
+        (Channel.IDENTIFY, 15),  # https://amplitude.com/docs/apis/analytics/identify
+        (Channel.GROUPS, 15),
+        (Channel.EVENTS, 30),  # https://amplitude.com/docs/apis/analytics/http-v2
+        (Channel.SYNTHETIC, 30),
+        (Channel.BATCH, 30),  # https://amplitude.com/docs/apis/analytics/batch-event-upload
+    ],
+)
+def test_a_429_pauses_as_long_as_each_api_asks(headed, channel: Channel, pause: float) -> None:
+    amplitude, url = headed
+    amplitude.script = [(429, THROTTLED, {})]
+    sleeps: list[float] = []
+    client = _on(channel, url, sleeps)
+    assert client.send([b'{"user_id":"alice1","event_type":"x"}']).outcome is Outcome.OK
+    assert [path for path, _ in amplitude.received] == [ROUTES[channel].path] * 2
+    assert len(sleeps) == 1 and pause <= sleeps[0] < pause + client.policy.base_delay
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_retry_after_in_seconds_is_waited_instead_of_the_clients_own_delay(headed, status: int) -> None:
+    amplitude, url = headed
+    amplitude.script = [(status, THROTTLED if status == 429 else "", {"Retry-After": "7"})]
+    sleeps: list[float] = []
+    assert _on(Channel.EVENTS, url, sleeps).send([b'{"user_id":"alice1"}']).outcome is Outcome.OK
+    assert sleeps == [7.0]
+
+
+def test_retry_after_as_an_http_date_is_waited_until_that_moment(headed) -> None:
+    amplitude, url = headed
+    amplitude.script = [(429, THROTTLED, {"Retry-After": formatdate(NOW + 20, usegmt=True)})]
+    sleeps: list[float] = []
+    assert _on(Channel.IDENTIFY, url, sleeps).send([b'{"user_id":"alice1"}']).outcome is Outcome.OK
+    assert sleeps == [20.0]
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("7", 7.0),
+        (" 120 ", 120.0),
+        ("0", 0.0),
+        (formatdate(NOW + 90, usegmt=True), 90.0),
+        (formatdate(NOW + 30, usegmt=True).replace("GMT", "-0000"), 30.0),  # no zone: GMT
+        (formatdate(NOW - 60, usegmt=True), 0.0),  # a moment past: retry now
+        ("soon", None),
+        ("1.5", None),  # not delay-seconds, which are whole
+        ("-5", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_retry_after_reads_seconds_and_http_dates(header: str | None, seconds: float | None) -> None:
+    assert retry_after(header, NOW) == seconds
+
+
+def test_retry_after_is_capped_and_ignored_where_amplitude_does_not_send_it(headed) -> None:
+    policy, route = RetryPolicy(), ROUTES[Channel.BATCH]
+    long_wait = Answer(Outcome.RETRY, throttled=True, retry_after=86_400)
+    assert policy.delay(1, long_wait, route, random.Random(0)) == MAX_RETRY_AFTER == 600
+    amplitude, url = headed  # a 413 is split, never waited on, whatever its headers say
+    amplitude.script = [(413, '{"code":413,"error":"Payload too large"}', {"Retry-After": "7"})]
+    sleeps: list[float] = []
+    assert _on(Channel.EVENTS, url, sleeps).send([b'{"user_id":"alice1"}']).outcome is Outcome.SPLIT
+    assert sleeps == []
+
+
+def _quota_body(users: dict[str, int], devices: dict[str, int], events: list[int]) -> str:
+    return json.dumps(
+        {
+            "code": 429,
+            "error": "Too many requests for some devices and users",
+            "eps_threshold": 1000,
+            "throttled_devices": {},
+            "throttled_users": {"busy-user": 1200},
+            "exceeded_daily_quota_users": users,
+            "exceeded_daily_quota_devices": devices,
+            "throttled_events": events,
+        }
+    )
+
+
+def test_classify_reads_the_ids_over_their_daily_quota() -> None:
+    answer = classify(429, _quota_body({"spammer1": 500_200}, {"device-99": 500_900}, [0, 2]))
+    assert (answer.outcome, answer.throttled) == (Outcome.RETRY, True)
+    assert (answer.quota_users, answer.quota_devices) == ({"spammer1"}, {"device-99"})
+    assert classify(429, THROTTLED).quota_users == frozenset()
+
+
+@pytest.mark.parametrize("channel", [Channel.EVENTS, Channel.BATCH])
+def test_ids_over_their_daily_quota_are_rejected_after_one_request_and_the_rest_retried(
+    headed, channel: Channel
+) -> None:
+    amplitude, url = headed
+    items = [
+        b'{"user_id":"spammer1","event_type":"a","insert_id":"i0"}',
+        b'{"user_id":"alice1","event_type":"a","insert_id":"i1"}',
+        b'{"device_id":"device-99","event_type":"a","insert_id":"i2"}',
+        b'{"user_id":"spammer1","device_id":"device-01","event_type":"b","insert_id":"i3"}',
+        b'{"user_id":"busy-user","event_type":"a","insert_id":"i4"}',
+    ]
+    amplitude.script = [(429, _quota_body({"spammer1": 500_200}, {"device-99": 500_900}, [0, 2, 3, 4]), {})]
+    sleeps: list[float] = []
+    client = _on(channel, url, sleeps)
+    answer = client.send(items)
+    assert (answer.outcome, answer.bad_items) == (Outcome.REJECTED, (0, 2, 3))
+    words = "over Amplitude's daily limit of events for this user or device; sent again on a later run"
+    assert answer.detail == OVER_DAILY_QUOTA == words
+    assert len(amplitude.received) == 1  # not retried 8 times
+    assert len(sleeps) == 1 and 30 <= sleeps[0] < 30.5  # the rest waits out the throttle first
+    # The caller drops the rejected items and resends the rest at once, as for any REJECTED answer.
+    rest = [item for i, item in enumerate(items) if i not in answer.bad_items]
+    assert client.send(rest).outcome is Outcome.OK
+    assert [e["insert_id"] for e in amplitude.events(1)] == ["i1", "i4"] and len(sleeps) == 1
+
+
+def test_a_batch_wholly_over_its_daily_quota_is_rejected_whole_without_a_pause(headed) -> None:
+    amplitude, url = headed
+    amplitude.script = [(429, _quota_body({"spammer1": 500_001}, {}, [0, 1]), {})]
+    sleeps: list[float] = []
+    items = [b'{"user_id":"spammer1","event_type":"a"}', b'{"user_id":"spammer1","event_type":"b"}']
+    answer = _on(Channel.BATCH, url, sleeps).send(items)
+    assert (answer.outcome, answer.bad_items) == (Outcome.REJECTED, (0, 1))
+    assert len(amplitude.received) == 1 and sleeps == []
+
+
+def test_a_429_naming_quota_ids_of_no_item_sent_is_a_plain_throttle(headed) -> None:
+    amplitude, url = headed
+    amplitude.script = [(429, _quota_body({"someone-else": 500_001}, {}, []), {})]
+    sleeps: list[float] = []
+    assert _on(Channel.EVENTS, url, sleeps).send([b'{"user_id":"alice1"}']).outcome is Outcome.OK
+    assert len(amplitude.received) == 2 and len(sleeps) == 1 and sleeps[0] >= 30
+
+
+# --- against the sandbox, which validates on its own -----------------------------------------------
+
+
+def _sandbox_client(sb: Sandbox, channel: Channel, sleeps: list[float], attempts: int = 5) -> IdentifyClient:
+    dest = Destination("sandbox", Secret(SANDBOX_API_KEY), None, Region.US, endpoint=sb.url)
+    policy = RetryPolicy(attempts=attempts, timeout=5)
+    return IdentifyClient(dest, policy, sleeps.append, random.Random(0), channel=channel, clock=lambda: NOW)
+
+
+def _event(user_id: str, insert_id: str) -> bytes:
+    return json.dumps({"user_id": user_id, "event_type": "Viewed", "insert_id": insert_id}).encode()
+
+
+def test_the_client_reads_the_sandboxs_daily_quota_answer() -> None:
+    with Sandbox(faults=Faults(daily_quota=2), clock=lambda: NOW) as sb:
+        sleeps: list[float] = []
+        client = _sandbox_client(sb, Channel.BATCH, sleeps)
+        assert client.send([_event("spammer1", "a"), _event("spammer1", "b")]).outcome is Outcome.OK
+        answer = client.send([_event("spammer1", "c"), _event("alice1", "d")])
+        assert (answer.outcome, answer.bad_items, answer.detail) == (Outcome.REJECTED, (0,), OVER_DAILY_QUOTA)
+        assert client.send([_event("alice1", "d")]).outcome is Outcome.OK
+        assert [e["insert_id"] for e in sb.store.events()] == ["a", "b", "d"]
+        assert len(sleeps) == 1 and sleeps[0] >= 30
+
+
+def test_the_sandboxs_throttle_can_ask_a_retry_after() -> None:
+    with Sandbox(faults=Faults(throttle=1.0, retry_after=7)) as sb:
+        sleeps: list[float] = []
+        answer = _sandbox_client(sb, Channel.IDENTIFY, sleeps, attempts=3).send([b'{"user_id":"alice1"}'])
+        assert answer.outcome is Outcome.RETRY and sleeps == [7.0, 7.0]

@@ -143,7 +143,7 @@ def user_count(db: Database) -> int:
 
 # --- 1. models that cannot be read -------------------------------------------------------------
 
-MISSING_FILE = "sqlite:///no/such/warehouse.db"
+MISSING_FILE = f"sqlite:///{Path('no/such/warehouse.db').resolve()}"  # the same file for the CLI and app
 EXAMPLES = (
     "Examples: duckdb:///warehouse.duckdb, sqlite:///data.db, postgresql+psycopg://user:password@host/db"
 )
@@ -624,8 +624,8 @@ DESTINATIONS = [
     pytest.param(
         answering(500, HTML_500), SANDBOX_API_KEY, "us",
         "{url} answered HTTP 500; try again later",
-        1, "2 rows were not delivered (2 rows: gave up after 1 try: server error 500); "
-        "run again to retry them",
+        1, "2 rows were not delivered (2 rows: gave up after 1 try: server error 500 (in doubt: the next "
+        "run resends them first, exactly as they were)); run again to retry them",
         id="html-500-answer",
     ),
     pytest.param(
@@ -661,7 +661,7 @@ def test_a_destination_problem_is_said_in_words(
         code, out, err = cli("run", "--attempts", "1", path)
         assert (code, err) == (run_code, f"amp-sync: {run}\n")
         sent = "" if run_code == 2 else "  sent 0 rows in 2 requests; failed 2\n"  # one per user partition
-        assert out.endswith(sent)
+        assert sent in out
         code, out, _ = cli("run", "--attempts", "1", "--json", path)  # nothing was kept as sent:
         assert code == run_code and (code == 2 or json.loads(out)["failed"] == 2)  # all go out again
 

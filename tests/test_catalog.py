@@ -7,6 +7,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from support import open_state
 
 from amp_sync.catalog import (
     WAREHOUSE_EXAMPLES,
@@ -21,7 +22,6 @@ from amp_sync.catalog import (
 from amp_sync.config import Destination, Region
 from amp_sync.errors import ConfigError, WarehouseError
 from amp_sync.secret import Secret
-from amp_sync.state import StateStore
 from amp_sync.workspace import SavedModel, Warehouse, Workspace
 
 SAVED = Destination(
@@ -142,7 +142,7 @@ def test_setup_steps_count_each_kind(tmp_path: Path) -> None:
 
 
 def _record(home: Path, sync: str, counts: dict[str, int], status: str = "ok") -> None:
-    store = StateStore.open(home, sync)
+    store = open_state(home, sync)
     try:
         store.finish_run(store.start_run("run"), status, counts, "", [])
     finally:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from amp_sync.config import Operation, Region, SyncObject, load_config, parse_config
+from amp_sync.config import Operation, Region, SyncObject, absolute_file_url, load_config, parse_config
 from amp_sync.errors import ConfigError
 
 GOOD = """
@@ -249,3 +251,61 @@ def test_each_object_says_what_it_needs(text, words) -> None:
     with pytest.raises(ConfigError) as err:
         parse_config(text, ENV)
     assert any(words in p for p in err.value.problems), err.value.problems
+
+
+# --- relative warehouse paths: read from the sync file's folder ------------------------------
+
+BASE = Path("/srv/syncs")
+
+
+@pytest.mark.parametrize(
+    ("url", "absolute"),
+    [
+        ("sqlite:///warehouse.db", "sqlite:////srv/syncs/warehouse.db"),
+        ("sqlite+pysqlite:///data/w.db?timeout=5", "sqlite+pysqlite:////srv/syncs/data/w.db?timeout=5"),
+        ("duckdb:///../demo/warehouse.duckdb", "duckdb:////srv/demo/warehouse.duckdb"),
+        ("duckdb:///./w.duckdb?access_mode=read_only", "duckdb:////srv/syncs/w.duckdb?access_mode=read_only"),
+        ("sqlite:///my%20data.db", "sqlite:////srv/syncs/my data.db"),
+        ("sqlite:///100%25.db", "sqlite:////srv/syncs/100%25.db"),  # a literal % stays encoded
+        ("sqlite:////abs/w.db", "sqlite:////abs/w.db"),
+        ("duckdb:////abs/w.duckdb", "duckdb:////abs/w.duckdb"),
+        ("sqlite://", "sqlite://"),
+        ("sqlite:///", "sqlite:///"),
+        ("duckdb:///:memory:", "duckdb:///:memory:"),
+        ("duckdb:///md:analytics", "duckdb:///md:analytics"),
+        ("sqlite:///file:w.db?mode=ro&uri=true", "sqlite:///file:w.db?mode=ro&uri=true"),
+        ("postgresql+psycopg://u:p@host:5432/db", "postgresql+psycopg://u:p@host:5432/db"),
+        ("not a url", "not a url"),
+    ],
+)
+def test_only_relative_sqlite_and_duckdb_file_paths_become_absolute(url: str, absolute: str) -> None:
+    assert absolute_file_url(url, BASE) == absolute
+
+
+def test_a_sync_files_relative_warehouse_path_is_read_from_its_folder(tmp_path, monkeypatch) -> None:
+    folder = tmp_path / "syncs"
+    folder.mkdir()
+    (folder / "sync.toml").write_text(GOOD)
+    monkeypatch.chdir(tmp_path)
+    for path in (folder / "sync.toml", "syncs/sync.toml"):
+        assert load_config(path, ENV).source.url.reveal() == f"sqlite:///{folder / 'warehouse.db'}"
+    assert parse_config(GOOD, ENV).source.url.reveal() == "sqlite:///warehouse.db"  # text alone: as written
+
+
+def test_variables_are_substituted_before_the_path_is_judged(tmp_path) -> None:
+    text = GOOD.replace("sqlite:///warehouse.db", "sqlite:///${DATA}/w.db?timeout=${WAIT}")
+    env = {**ENV, "WAIT": "5"}
+    assert parse_config(text, {**env, "DATA": "/data"}, base=tmp_path).source.url.reveal() == (
+        "sqlite:////data/w.db?timeout=5"
+    )
+    assert parse_config(text, {**env, "DATA": "data"}, base=tmp_path).source.url.reveal() == (
+        f"sqlite:///{tmp_path / 'data' / 'w.db'}?timeout=5"
+    )
+
+
+def test_the_examples_find_the_demo_warehouse_from_any_folder(tmp_path, monkeypatch) -> None:
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)
+    for example in sorted((root / "examples").glob("*.toml")):
+        url = load_config(example).source.url.reveal()
+        assert url == f"duckdb:///{root / 'demo' / 'warehouse.duckdb'}", example.name

@@ -156,7 +156,13 @@ def test_too_few_users_is_refused(tmp_path: Path) -> None:
 def test_demo_url_is_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     expected = tmp_path.resolve() / "demo" / "warehouse.duckdb"
-    assert demo_url() == f"duckdb:///{expected}"
+    assert demo_url(Path("demo/warehouse.duckdb")) == f"duckdb:///{expected}"
+
+
+def test_the_default_demo_is_the_checkouts_wherever_amp_sync_starts(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    root = Path(__file__).resolve().parents[1]
+    assert demo_url() == f"duckdb:///{root / 'demo' / 'warehouse.duckdb'}"
 
 
 USER_MODELS = [model for model in STARTER_MODELS if model.object is SyncObject.USER]

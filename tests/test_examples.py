@@ -24,8 +24,8 @@ from amp_sync.sandbox import Sandbox
 from amp_sync.templates import STARTER_MODELS
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-# What every example points at: the demo warehouse and the sandbox, from the repository root.
-DEMO_URL = "duckdb:///demo/warehouse.duckdb"
+# What every example points at: the demo warehouse (read from examples/) and the sandbox.
+DEMO_URL = "duckdb:///../demo/warehouse.duckdb"
 SANDBOX_URL = "http://127.0.0.1:8766"
 JUNK_IDS = ("null", "undefined", "0")  # the demo's placeholder user ids
 

@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
+from support import open_state
 
 from amp_sync.config import load_config
 from amp_sync.errors import StateError
 from amp_sync.runner import RunOptions, run
 from amp_sync.sandbox import Faults, Sandbox
-from amp_sync.state import StateStore, state_path
+from amp_sync.state import state_path
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = 5_000
@@ -45,7 +46,7 @@ def cli(*args: str, home: Path) -> subprocess.Popen[str]:
 def committed(home: Path) -> int:
     """Rows the state of the test sync holds, read without writing."""
     try:
-        store = StateStore.open_read_only(home, "ltv-to-amplitude")
+        store = open_state(home, "ltv-to-amplitude", read_only=True)
     except StateError:  # created but not yet initialised by the run
         return 0
     if store is None:
@@ -79,7 +80,7 @@ def test_guarantee_sigkill_mid_run_then_rerun_delivers_everything(tmp_path, writ
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
 
-        store = StateStore.open(home, "ltv-to-amplitude")
+        store = open_state(home, "ltv-to-amplitude")
         claimed = set(store.digests())
         store.close()
         arrived = {p["user_id"] for p in sandbox.store.profiles()}
@@ -88,8 +89,10 @@ def test_guarantee_sigkill_mid_run_then_rerun_delivers_everything(tmp_path, writ
 
         sandbox.set_faults(Faults())
         report = run(load_config(path), home, RunOptions(concurrency=2))
-        assert (report.failed, report.plan.unchanged) == (0, len(claimed))
-        assert report.sent == ROWS - len(claimed)
+        # What was in flight at the kill is in doubt: resent first, exactly as it was.
+        assert report.failed == 0 and report.resent <= 2 * 1000
+        assert report.plan.unchanged == len(claimed) + report.resent
+        assert report.sent == ROWS - len(claimed) - report.resent
         profiles = {p["user_id"]: p["user_properties"] for p in sandbox.store.profiles()}
         assert profiles == expected_profiles()
         sent_items = sum(r["items"] for r in sandbox.store.requests() if r["path"] == "/identify")
@@ -137,8 +140,9 @@ def test_guarantee_two_runs_of_one_sync_the_second_refuses(tmp_path, write_sync)
 COMMITTER = """
 import sys
 from pathlib import Path
-from amp_sync.state import StateStore
-store = StateStore.open(Path(sys.argv[1]), "torn")
+from amp_sync.state import DestinationRef, StateStore
+where = DestinationRef("Sandbox", "http://127.0.0.1:8766", "0" * 32)
+store = StateStore.open(Path(sys.argv[1]), "torn", where)
 n = 0
 while True:
     store.commit((f"user-{n + i:08d}", b"d" * 16, '{"plan":["$set","x"]}') for i in range(1000))
@@ -160,7 +164,7 @@ def test_guarantee_the_state_survives_a_crash_in_the_middle_of_a_commit(tmp_path
     db = sqlite3.connect(state_path(home, "torn"))
     assert db.execute("pragma integrity_check").fetchone() == ("ok",)
     db.close()
-    store = StateStore.open(home, "torn")
+    store = open_state(home, "torn")
     count = len(store.index())
     store.close()
     assert count >= 25_000 and count % 1000 == 0  # whole batches only: no torn commit

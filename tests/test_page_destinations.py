@@ -6,10 +6,11 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from amp_sync import runner
 from amp_sync.config import Destination, Mapping_, Region, SyncObject
-from amp_sync.sandbox import SANDBOX_API_KEY, SANDBOX_SECRET_KEY
+from amp_sync.sandbox import SANDBOX_API_KEY, SANDBOX_SECRET_KEY, Sandbox
 from amp_sync.secret import Secret
-from amp_sync.workspace import SANDBOX_DESTINATION, SavedModel, SavedSync, Workspace
+from amp_sync.workspace import DEMO_WAREHOUSE, SANDBOX_DESTINATION, SavedModel, SavedSync, Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -139,3 +140,50 @@ def test_delete_asks_first_and_is_refused_while_a_sync_uses_the_destination(app_
     assert not at.exception
     assert "is used by sync 's'" in at.error[0].value
     assert ws.names(Destination) == [SANDBOX_DESTINATION]
+
+
+OLD_KEY, NEW_KEY = "old-project-key-0001", "new-project-key-0002"
+PLANS = "select user_id, plan_id as plan from users where user_id between 'u_000002' and 'u_000031'"
+
+
+def test_a_new_key_of_the_same_project_keeps_what_was_sent_when_asked(app_env) -> None:
+    at = open_page()
+    ws = Workspace(app_env.home)
+    with Sandbox(api_keys={OLD_KEY: None, NEW_KEY: None}) as project:
+        ws.save(Destination("Project", Secret(OLD_KEY), None, Region.US, project.url))
+        ws.save(SavedModel("plans", DEMO_WAREHOUSE, PLANS))
+        ws.save(
+            SavedSync(
+                "plans-sync", "plans", "Project", SyncObject.USER, "user_id", (Mapping_("plan", "plan"),)
+            )
+        )
+        assert runner.run(ws.sync_config("plans-sync"), app_env.home).sent == 30
+        at.run()
+
+        # A new key, the box left unticked: said in one line, and nothing is carried over.
+        at.button(key="dest_edit_project").click().run()
+        assert at.checkbox(key="dest_same_project").value is False
+        at.text_input(key="dest_api_key").input(NEW_KEY)
+        at.button(key="dest_connect").click().run()
+        assert not at.exception
+        assert at.success[0].value.startswith("ok: Amplitude accepts the API key of 'Project'")
+        assert [i.value for i in at.info] == ["New API key: “plans-sync” will send every row again as new."]
+        assert runner.preview(ws.sync_config("plans-sync"), app_env.home).plan.new == 30
+
+        # Same project after all: edit it again (the key field may stay empty) and tick the box.
+        at.button(key="dest_edit_project").click().run()
+        at.checkbox(key="dest_same_project").check()
+        at.button(key="dest_connect").click().run()
+        assert not at.exception
+        said = [s.value for s in at.success]
+        assert said[1].startswith("Sync “plans-sync”: kept the state of 'Project'")
+        assert "the next run sends only what changed" in said[1]
+        assert OLD_KEY not in rendered(at) and NEW_KEY not in rendered(at)
+        seen = runner.preview(ws.sync_config("plans-sync"), app_env.home)
+        assert (seen.plan.new, seen.plan.unchanged, seen.plan.to_send) == (0, 30, 0)
+
+        # Ticked again, there is nothing left to carry over: said in words.
+        at.button(key="dest_edit_project").click().run()
+        at.checkbox(key="dest_same_project").check()
+        at.button(key="dest_connect").click().run()
+        assert "already has state" in at.warning[0].value and not at.exception

@@ -190,3 +190,13 @@ def test_all_syncs_together_offer_no_revert(app_env: AppEnv) -> None:
     at = open_page("app_pages/history.py")
     assert "Pick one sync above to revert its last run." in texts(at.caption)
     assert "history_revert_preview" not in keys(at.button)
+
+
+def test_each_run_names_its_destination(app_env: AppEnv) -> None:
+    ws = save_sync(app_env, sql=SMALL_SQL, mappings=MAPPINGS[1:2])
+    runner.run(ws.sync_config(SYNC), app_env.home)
+    at = open_page("app_pages/history.py")
+    runs = table(at, "Run", "Destination")
+    assert list(runs.columns[:3]) == ["Sync", "Destination", "Run"]
+    assert list(runs["Destination"]) == [SANDBOX_DESTINATION]
+    assert "already has" not in texts(at.caption)

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from streamlit.testing.v1 import AppTest
 from support import AppEnv
 
 from amp_sync import runner, templates
+from amp_sync.amplitude import RetryPolicy
 from amp_sync.config import Destination, Mapping_, Operation, Region, SyncObject, SyncOptions
 from amp_sync.demo import demo_url
-from amp_sync.sandbox import SANDBOX_API_KEY, SANDBOX_SECRET_KEY
+from amp_sync.outbox import Stale
+from amp_sync.runner import RunOptions
+from amp_sync.sandbox import SANDBOX_API_KEY, SANDBOX_SECRET_KEY, Faults, Sandbox
 from amp_sync.secret import Secret
-from amp_sync.state import run_lock
+from amp_sync.state import run_lock, state_path
 from amp_sync.workspace import (
     DEMO_WAREHOUSE,
     SANDBOX_DESTINATION,
@@ -384,3 +390,106 @@ def test_a_group_sync_previews_and_runs_into_groups(app_env: AppEnv) -> None:
     assert not at.exception
     groups = app_env.sandbox.store.groups()
     assert len(groups) == new and {g["group_type"] for g in groups} == {"company"}
+
+
+OLD_KEY, NEW_KEY = "old-project-key-0001", "new-project-key-0002"
+
+
+def test_a_new_key_of_the_same_project_is_rekeyed_from_the_preview(app_env: AppEnv) -> None:
+    with Sandbox(api_keys={OLD_KEY: None, NEW_KEY: None}) as project:
+        ws = save_sync(app_env, sql=SMALL_SQL, mappings=MAPPINGS[1:2])
+        ws.save(
+            Destination(SANDBOX_DESTINATION, Secret(OLD_KEY), None, Region.US, project.url),
+            SANDBOX_DESTINATION,
+        )
+        assert runner.run(ws.sync_config(SYNC), app_env.home).sent == 30
+        ws.save(
+            Destination(SANDBOX_DESTINATION, Secret(NEW_KEY), None, Region.US, project.url),
+            SANDBOX_DESTINATION,
+        )
+
+        at = preview(open_page("app_pages/preview.py"))
+        assert metrics(at)["New"] == "30"
+        assert "`amp-sync rekey FILE`" in texts(at.warning)
+        at.button(key="preview_rekey").click().run()
+        assert not at.exception
+        assert texts(at.success).startswith(f"Kept the state of '{SANDBOX_DESTINATION}'")
+        assert (metrics(at)["New"], metrics(at)["Unchanged"]) == ("0", "30")  # previewed again
+        assert "preview_rekey" not in keys(at.button) and "rekey" not in texts(at.warning)
+        assert OLD_KEY not in page_text(at) and NEW_KEY not in page_text(at)
+
+
+def lose_answers(env: AppEnv, fault: Faults, days: float = 0) -> tuple[Workspace, int]:
+    """An event sync whose first run left every batch in doubt, first sent `days` ago."""
+    total = event_count(env, EVENTS_SQL)
+    ws = save_other_sync(env, SyncObject.EVENT, "user_id", EVENTS_SQL, (), EVENT_OPTIONS)
+    env.sandbox.set_faults(fault)
+    fast = RunOptions(sleep=lambda s: None, policy=RetryPolicy(attempts=1))
+    assert runner.run(ws.sync_config(SYNC), env.home, fast).in_doubt == total
+    env.sandbox.set_faults(Faults())
+    db = sqlite3.connect(state_path(env.home, SYNC))
+    db.execute("UPDATE outbox SET sent_at = ?", (time.time() - days * 86_400,))
+    db.commit()
+    db.close()
+    return ws, total
+
+
+def test_updates_in_doubt_are_counted_and_resent_first(app_env: AppEnv) -> None:
+    _, total = lose_answers(app_env, Faults(ingest_then_500=1.0))
+    at = preview(open_page("app_pages/preview.py"))
+    assert metrics(at)["In doubt"] == f"{total:,}" and metrics(at)["Events to send"] == "0"
+    assert "the run resends them first" in texts(at.warning)
+    assert "preview_stale_resend" not in keys(at.button)  # not stale: resent without asking
+    at.button(key="start_sync").click().run()
+    assert not at.exception
+    assert f"Resent {total:,} updates left in doubt by an earlier run" in notes(at)
+    assert len(app_env.sandbox.store.events()) == total  # de-duplicated by insert_id
+    preview(at)
+    assert "In doubt" not in metrics(at) and metrics(at)["Already sent"] == f"{total:,}"
+
+
+@pytest.mark.parametrize(
+    ("fault", "button", "chosen"),
+    [
+        (Faults(ingest_then_500=1.0), "preview_stale_delivered", "takes the updates in doubt"),
+        (Faults(error_500=1.0), "preview_stale_resend", "resends the updates in doubt"),
+    ],
+)
+def test_stale_updates_wait_for_the_users_word(app_env: AppEnv, fault, button, chosen) -> None:
+    _, total = lose_answers(app_env, fault, days=8)
+    before = len(app_env.sandbox.store.requests())
+    at = preview(open_page("app_pages/preview.py"))
+    assert "In doubt" not in metrics(at)
+    assert f"{total:,} updates in doubt for over 7 days" in texts(at.markdown)
+    assert "older than 7 days" in texts(at.warning)
+
+    at.button(key=button).click().run()
+    assert not at.exception
+    assert f"The run {chosen} for over 7 days" in texts(at.info)
+    if button == "preview_stale_resend":
+        assert metrics(at)["In doubt"] == f"{total:,}"  # resent first by the run
+    else:
+        assert "In doubt" not in metrics(at)  # taken as delivered: nothing is in doubt any more
+        assert f"{total:,} updates in doubt for over 7 days are taken as delivered" in notes(at)
+    assert "preview_stale_hold" in keys(at.button)
+    assert at.session_state["preview_reports"][SYNC][2] is not Stale.HOLD
+    assert len(app_env.sandbox.store.requests()) == before  # a preview sends nothing
+
+    at.button(key="start_sync").click().run()
+    assert not at.exception
+    assert "Last run" in texts(at.subheader)
+    assert len(app_env.sandbox.store.events()) == total  # there exactly once, whichever the case
+    if button == "preview_stale_delivered":
+        assert len(app_env.sandbox.store.requests()) == before  # taken as delivered: nothing resent
+    preview(at)
+    assert "In doubt" not in metrics(at) and metrics(at)["Already sent"] == f"{total:,}"
+    assert "preview_stale_delivered" not in keys(at.button)
+
+
+def test_leave_stale_updates_alone_again(app_env: AppEnv) -> None:
+    lose_answers(app_env, Faults(ingest_then_500=1.0), days=8)
+    at = preview(open_page("app_pages/preview.py"))
+    at.button(key="preview_stale_resend").click().run()
+    at.button(key="preview_stale_hold").click().run()
+    assert not at.exception
+    assert "preview_stale_resend" in keys(at.button) and "In doubt" not in metrics(at)

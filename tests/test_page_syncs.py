@@ -1,4 +1,4 @@
-"""The Syncs page: build a sync on a saved model, map fields, validate, save, export, import."""
+"""The Syncs page: build a sync on a saved model, map fields, validate, save, export, import, promote."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from test_page_preview import MAPPINGS, SMALL_SQL, SYNC, metrics, notes, save_sync, table, texts
 
-from amp_sync.config import Mapping_, Operation, SyncObject, SyncOptions
-from amp_sync.sandbox import SANDBOX_API_KEY, SANDBOX_SECRET_KEY
+from amp_sync import runner
+from amp_sync.config import Destination, Mapping_, Operation, Region, SyncObject, SyncOptions
+from amp_sync.sandbox import SANDBOX_API_KEY, SANDBOX_SECRET_KEY, Sandbox
+from amp_sync.secret import Secret
 from amp_sync.templates import template
 from amp_sync.workspace import DEMO_WAREHOUSE, SANDBOX_DESTINATION, SavedModel, SavedSync, Workspace
 
@@ -387,3 +390,58 @@ def test_an_exported_event_sync_imports_back(app_env) -> None:
     assert ws.get(SavedSync, "events-sync") == original
     assert at.radio(key="sync_object").value == "event"
     assert at.selectbox(key="sync_insert_id_column").value == "event_id"
+
+
+def promote(at: AppTest, sync: str, destination: str) -> AppTest:
+    """Pick the saved sync, then ask for the preview of its promotion to `destination`."""
+    at.switch_page("app_pages/syncs.py").run()
+    at.selectbox(key="sync_pick").select(sync).run()
+    at.selectbox(key="sync_promote_to").select(destination).run()
+    at.button(key="sync_promote").click().run()
+    assert not at.exception
+    assert at.title[0].value == "Preview"  # the page sent the user there
+    return at.switch_page("app_pages/preview.py")  # as the browser's address now says
+
+
+def test_promote_a_sync_from_the_sandbox_to_another_destination(app_env) -> None:
+    ws = save_sync(app_env, sql=SMALL_SQL, mappings=MAPPINGS[1:2])
+    assert runner.run(ws.sync_config(SYNC), app_env.home).sent == 30
+    first = app_env.sandbox.store
+    sent_first = len(first.requests())
+    with Sandbox() as production:
+        ws.save(Destination("Production", Secret(SANDBOX_API_KEY), None, Region.US, production.url))
+        at = open_syncs(app_env)
+        assert at.selectbox(key="sync_pick").options == ["New sync", SYNC]
+        at = promote(at, SYNC, "Production")
+
+        # The Preview page, computed at the new destination: every row is new there.
+        assert at.selectbox(key="preview_sync").value == SYNC
+        assert "from **Amplitude sandbox** to **Production**" in texts(at.info)
+        assert (metrics(at)["New"], metrics(at)["Unchanged"]) == ("30", "0")
+        said = notes(at)
+        assert "never sent to 'Production'" in said and "sent to 'Amplitude sandbox'" in said
+        assert "kept as it was" in said
+        assert "preview_rekey" not in [b.key for b in at.button]  # another project, not a new key
+        assert ws.get(SavedSync, SYNC).destination == SANDBOX_DESTINATION  # nothing saved yet
+        assert production.store.profiles() == []
+
+        start = at.button(key="start_sync")
+        assert start.label == "Save the sync with 'Production' and start it"
+        start.click().run()
+        assert not at.exception
+        assert "Saved the sync 'ltv-to-sandbox' with the destination 'Production'." in texts(at.success)
+        assert metrics(at)["Sent"] == "30"
+        assert ws.get(SavedSync, SYNC).destination == "Production"
+        assert len(production.store.profiles()) == 30
+        assert len(first.requests()) == sent_first  # the sandbox got nothing
+
+        at.switch_page("app_pages/history.py").run()
+        runs = table(at, "Run", "Destination")
+        assert list(runs["Destination"]) == ["Production", SANDBOX_DESTINATION]
+
+        # Pointed back, the sandbox's state is as it was: nothing to send there.
+        at = promote(at, SYNC, SANDBOX_DESTINATION)
+        assert (metrics(at)["New"], metrics(at)["Unchanged"]) == ("0", "30")
+        at.button(key="preview_promotion_cancel").click().run()
+        assert not at.exception
+        assert ws.get(SavedSync, SYNC).destination == "Production" and not at.metric

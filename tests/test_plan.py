@@ -9,11 +9,12 @@ from hypothesis import strategies as st
 
 from amp_sync.amplitude import encode_body, encoded_size
 from amp_sync.config import parse_config
+from amp_sync.outbox import Outbox, Pending, Scope
 from amp_sync.plan import USER_LINK, Planner, canonical, field_changes, identification, partition_of
 from amp_sync.secret import Secret
 from amp_sync.sender import batches
 from amp_sync.snapshot import SnapshotIndex, digest, key_hash
-from amp_sync.spool import Pending
+from amp_sync.state import DestinationRef, StateStore
 
 SYNC = """
 [source]
@@ -149,7 +150,7 @@ def test_a_duplicate_in_later_chunks_rejects_the_earlier_row_too() -> None:
 
 def _pending(n: int, size: int = 10) -> list[Pending]:
     return [
-        Pending(f"user{i:05d}", b'{"user_id":"%05d","p":"%s"}' % (i, b"x" * size), "{}", b"", 1, 1)
+        Pending(i, f"user{i:05d}", b'{"user_id":"%05d","p":"%s"}' % (i, b"x" * size), "{}", b"", 1, 1)
         for i in range(n)
     ]
 
@@ -173,24 +174,23 @@ def test_partition_is_stable_and_in_range(identity, partitions) -> None:
     assert 0 <= partition_of(identity, partitions) < partitions
 
 
-def test_one_users_devices_share_a_partition() -> None:
-    from amp_sync.spool import Spool
-
+def test_one_users_devices_share_a_partition(tmp_path) -> None:
     cfg = config("device", user_key='user_key = "uid"')
-    with Spool() as spool:
-        planner = Planner(
-            cfg, ["id", "plan", "ltv", "uid"], SnapshotIndex.build([]), lambda keys: {}, spool, partitions=4
-        )
-        rows = [(f"device-{u}-{d}", "pro", 1, f"user-{u:04d}") for u in range(50) for d in range(3)]
-        planner.add(rows)
-        planner.finish()
-        assert spool.seal() == 150
-        owner: dict[str, int] = {}
-        for part in range(4):
-            for pending in spool.partition(part, "identify"):
-                user = json.loads(pending.item)["user_id"]
-                assert owner.setdefault(user, part) == part  # never two senders for one user
-        assert len(owner) == 50 and len(set(owner.values())) == 4
+    store = StateStore.open(tmp_path, "s", DestinationRef.of(cfg.destination))
+    run_id = store.start_run("run")
+    outbox = Outbox(store, run_id)
+    planner = Planner(cfg, ["id", "plan", "ltv", "uid"], SnapshotIndex.build([]), lambda keys: {}, outbox)
+    rows = [(f"device-{u}-{d}", "pro", 1, f"user-{u:04d}") for u in range(50) for d in range(3)]
+    planner.add(rows)
+    planner.finish()
+    assert outbox.seal() == 150
+    owner: dict[str, int] = {}
+    for part in range(4):
+        for pending in outbox.partition(part, 4, "identify", Scope(run_id=run_id)):
+            user = json.loads(pending.item)["user_id"]
+            assert owner.setdefault(user, part) == part  # never two senders for one user
+    assert len(owner) == 50 and len(set(owner.values())) == 4
+    store.close()
 
 
 @given(docs, st.sampled_from(["user", "device"]))

@@ -22,7 +22,9 @@ from amp_sync.sandbox import (
     JUNK_IDS,
     SANDBOX_API_KEY,
     SANDBOX_SECRET_KEY,
+    Faults,
     Sandbox,
+    parse_faults,
 )
 
 USER = "user-00001"
@@ -671,3 +673,130 @@ def test_serve_prints_its_address_and_stops_cleanly_on_ctrl_c() -> None:
     finally:
         process.kill()
     assert (process.returncode, out, err) == (0, "", "")
+
+
+# --- the daily quota per user and device (https://amplitude.com/docs/apis/analytics/batch-event-upload)
+
+
+class Clock:
+    """The sandbox's clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def quota() -> Iterator[tuple[Sandbox, Clock]]:
+    clock = Clock()
+    with Sandbox(faults=Faults(daily_quota=2), clock=clock) as sb:
+        yield sb, clock
+
+
+@pytest.mark.parametrize(("path", "eps"), [("/2/httpapi", 30), ("/batch", 1000)])
+def test_an_id_at_its_daily_quota_gets_amplitudes_429_and_nothing_applied(
+    quota: tuple[Sandbox, Clock], path: str, eps: int
+) -> None:
+    sb, _ = quota
+    first = [event(insert_id="e1", device_id=DEVICE), event("Clicked", insert_id="e2")]
+    assert send(sb, first, path).status_code == 200
+    other = "user-00002"
+    second = [
+        event(user_id=other, insert_id="e3", user_properties={"plan": "pro"}),
+        event(insert_id="e4"),
+        {"event_type": "Opened", "device_id": DEVICE, "insert_id": "e5"},
+    ]
+    response = send(sb, second, path)
+    assert response.status_code == 429
+    assert response.json() == {
+        "code": 429,
+        "error": "Too many requests for some devices and users",
+        "eps_threshold": eps,
+        "throttled_devices": {},
+        "throttled_users": {},
+        "exceeded_daily_quota_users": {USER: 2},
+        "exceeded_daily_quota_devices": {},
+        "throttled_events": [1],
+    }
+    assert [e["insert_id"] for e in sb.store.events()] == ["e1", "e2"]  # nothing of it applied
+    assert sb.store.profile(user_id=other) is None
+    assert sb.store.requests()[-1] == {"path": path, "status": 429, "items": 3, "fault": "daily_quota"}
+    # The device reached its quota only with the first request's event plus one more.
+    assert send(sb, [{"event_type": "Opened", "device_id": DEVICE}], path).status_code == 200
+    refused = send(sb, [event(user_id=other), {"event_type": "Opened", "device_id": DEVICE}], path).json()
+    assert (refused["exceeded_daily_quota_devices"], refused["throttled_events"]) == ({DEVICE: 2}, [1])
+
+
+def test_the_daily_quota_rolls_over_24_hours_in_hourly_steps(quota: tuple[Sandbox, Clock]) -> None:
+    sb, clock = quota
+    start = clock.now // 3600 * 3600 + 1800  # halfway into an hour
+    clock.now = start
+    assert send(sb, [event()]).status_code == 200
+    clock.now = start + 3600  # the next hour
+    assert send(sb, [event()]).status_code == 200
+    assert send(sb, [event()]).status_code == 429
+    clock.now = start + 23 * 3600 + 1799  # the first event's hour is in the window till its end...
+    assert send(sb, [event()]).status_code == 429
+    clock.now = start + 23 * 3600 + 1800  # ...and leaves it as the 25th hour begins
+    assert send(sb, [event()]).status_code == 200
+    assert send(sb, [event()], "/batch").status_code == 429  # one quota for both endpoints
+    assert len(sb.store.events()) == 3
+
+
+def test_the_daily_quota_counts_only_events_and_only_once_set(quota: tuple[Sandbox, Clock]) -> None:
+    sb, _ = quota
+    for _ in range(3):  # Identify calls are not events
+        assert identify(sb, {"user_id": USER, "user_properties": {"n": 1}}).status_code == 200
+    assert send(sb, [event(), event()]).status_code == 200  # a request may take an id to its quota
+    assert send(sb, [event()]).status_code == 429
+    sb.store.reset()  # forgets the counts with everything else
+    assert send(sb, [event(), event(), event()]).status_code == 200
+    with Sandbox() as off:  # off by default, as Amplitude enforces it only on ids flagged as spam
+        assert all(send(off, [event()] * 50).status_code == 200 for _ in range(3))
+
+
+def test_the_throttle_can_carry_a_retry_after_header() -> None:
+    with Sandbox(faults=Faults(throttle=1.0, retry_after=7)) as sb:
+        response = send(sb, [event()])
+        assert (response.status_code, response.headers["Retry-After"]) == (429, "7")
+        response = identify(sb, {"user_id": USER})
+        assert (response.status_code, response.headers["Retry-After"]) == (429, "7")
+    with Sandbox(faults=Faults(throttle=1.0)) as sb:
+        assert "Retry-After" not in send(sb, [event()]).headers
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"daily_quota": 0}, "daily_quota must be a whole number of events, at least 1, not 0"),
+        ({"daily_quota": 2.5}, "daily_quota must be a whole number of events"),
+        ({"retry_after": -1}, "retry_after must be a whole number of seconds from 0 to 3600, not -1"),
+        ({"retry_after": True}, "retry_after must be a whole number of seconds"),
+    ],
+)
+def test_quota_and_retry_after_settings_are_checked(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Faults(**settings)
+
+
+def test_quota_and_retry_after_read_in_words_and_round_trip() -> None:
+    faults = Faults(throttle=0.1, retry_after=7, daily_quota=500_000)
+    assert faults.describe() == (
+        "429 throttled 10% (Retry-After 7 s), 429 past 500,000 events per user or device in 24 h"
+    )
+    assert Faults.from_json(json.loads(json.dumps(faults.to_json()))) == faults
+    assert Faults(daily_quota=5).active and not Faults(retry_after=5).active
+    assert parse_faults({"daily_quota": "5", "retry_after": "7"}) == Faults(daily_quota=5, retry_after=7)
+
+
+def test_the_cli_flag_sets_the_daily_quota(capsys: pytest.CaptureFixture[str]) -> None:
+    from amp_sync.cli import _parser, main
+
+    args = _parser().parse_args(["sandbox", "--daily-quota", "500000"])
+    given = {field: getattr(args, f"fault_{field}") for field in args.fault_flags}
+    texts = {field: text for field, text in given.items() if text is not None}
+    assert parse_faults(texts, names=args.fault_flags) == Faults(daily_quota=500_000)
+    assert main(["sandbox", "--port", "0", "--daily-quota", "0"]) == 2
+    assert "--daily-quota must be a whole number of events, at least 1" in capsys.readouterr().err

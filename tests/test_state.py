@@ -7,36 +7,37 @@ import stat
 
 import numpy as np
 import pytest
+from support import TEST_DESTINATION as DEST
 
 from amp_sync.errors import StateError
 from amp_sync.state import SCHEMA_VERSION, StateStore, run_lock, state_path
 
 
 def test_commit_and_read_back(tmp_path) -> None:
-    store = StateStore.open(tmp_path, "s")
+    store = StateStore.open(tmp_path, "s", DEST)
     store.commit([("alice", b"1" * 16, '{"plan":["$set","pro"]}'), ("bobby", b"2" * 16, "{}")])
     assert store.digests() == {"alice": b"1" * 16, "bobby": b"2" * 16}
     assert store.docs(["alice", "nobody"]) == {"alice": {"plan": ["$set", "pro"], "$seq": 0}}
     store.close()
-    reader = StateStore.open_read_only(tmp_path, "s")
+    reader = StateStore.open_read_only(tmp_path, "s", DEST)
     assert reader is not None and len(reader.index()) == 2
     reader.close()
 
 
 def test_preview_of_a_new_sync_creates_nothing(tmp_path) -> None:
-    assert StateStore.open_read_only(tmp_path, "never-ran") is None
+    assert StateStore.open_read_only(tmp_path, "never-ran", DEST) is None
     assert not (tmp_path / "state").exists()
 
 
 def test_files_are_readable_by_their_owner_only(tmp_path) -> None:
-    StateStore.open(tmp_path, "s").close()
+    StateStore.open(tmp_path, "s", DEST).close()
     path = state_path(tmp_path, "s")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
 
 def test_many_docs_are_read_in_pieces(tmp_path) -> None:
-    store = StateStore.open(tmp_path, "s")
+    store = StateStore.open(tmp_path, "s", DEST)
     store.commit((f"user{i:05d}", b"x", "{}") for i in range(1_200))
     assert len(store.docs([f"user{i:05d}" for i in range(1_200)])) == 1_200
     store.close()
@@ -56,7 +57,7 @@ def test_a_second_run_of_the_same_sync_is_refused(tmp_path) -> None:
 
 
 def test_run_history(tmp_path) -> None:
-    store = StateStore.open(tmp_path, "s")
+    store = StateStore.open(tmp_path, "s", DEST)
     run_id = store.start_run("run")
     store.finish_run(run_id, "ok", {"sent": 3}, "", [("abc", "too short")])
     (record,) = store.runs()
@@ -66,13 +67,13 @@ def test_run_history(tmp_path) -> None:
 
 
 def test_a_newer_format_is_refused_with_advice(tmp_path) -> None:
-    StateStore.open(tmp_path, "s").close()
+    StateStore.open(tmp_path, "s", DEST).close()
     db = sqlite3.connect(state_path(tmp_path, "s"))
     db.execute("update meta set value = ? where name = 'schema_version'", (str(SCHEMA_VERSION + 1),))
     db.commit()
     db.close()
     with pytest.raises(StateError, match="newer amp_sync"):
-        StateStore.open(tmp_path, "s")
+        StateStore.open(tmp_path, "s", DEST)
 
 
 def test_a_file_that_is_not_a_state_file(tmp_path) -> None:
@@ -80,16 +81,16 @@ def test_a_file_that_is_not_a_state_file(tmp_path) -> None:
     path.parent.mkdir(parents=True)
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StateError, match="cannot use the state file"):
-        StateStore.open(tmp_path, "s")
+        StateStore.open(tmp_path, "s", DEST)
     with pytest.raises(StateError, match="cannot use the state file"):
-        StateStore.open_read_only(tmp_path, "s")
+        StateStore.open_read_only(tmp_path, "s", DEST)
 
 
 def test_an_unwritable_home_is_a_clear_error(tmp_path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(StateError, match="AMP_SYNC_HOME"):
-        StateStore.open(blocker, "s")
+        StateStore.open(blocker, "s", DEST)
 
 
 def test_a_format_1_state_file_is_migrated_and_keeps_what_was_acknowledged(tmp_path) -> None:
@@ -119,15 +120,15 @@ def test_a_format_1_state_file_is_migrated_and_keeps_what_was_acknowledged(tmp_p
     db.close()
 
     with pytest.raises(StateError, match="older format 1: run the sync once"):
-        StateStore.open_read_only(tmp_path, "old")  # a preview never writes, so it cannot upgrade
-    store = StateStore.open(tmp_path, "old")
+        StateStore.open_read_only(tmp_path, "old", DEST)  # a preview never writes, so it cannot upgrade
+    store = StateStore.open(tmp_path, "old", DEST)
     index = store.index()
     assert len(index) == 30_000
     pos = index.find(np.array([key_hash("user-00042")]))[0]
     assert index.digests[pos] == digest("user-00042", canonical(doc))
     assert store.docs(["user-00042"]) == {"user-00042": {**doc, "$seq": 0}}
     store.close()
-    reader = StateStore.open_read_only(tmp_path, "old")
+    reader = StateStore.open_read_only(tmp_path, "old", DEST)
     assert reader is not None and len(reader.index()) == 30_000
     reader.close()
 
@@ -152,7 +153,7 @@ def test_a_format_2_state_file_gains_revert_tracking_and_older_rows_are_never_re
     db.commit()
     db.close()
 
-    store = StateStore.open(tmp_path, "two")
+    store = StateStore.open(tmp_path, "two", DEST)
     assert store.docs(["alice"]) == {"alice": {"plan": ["$set", "pro"], "$seq": 3}}
     assert store.last_changed_run() is None  # rows from before format 3 belong to no run
     store.commit([("bobby", b"d", "{}", 5, 1, None)], run_id=7)

@@ -6,13 +6,12 @@ import json
 
 import pytest
 from scripted import DROP, Scripted, serve
-from support import Warehouse
+from support import Warehouse, open_state
 
 from amp_sync.cli import main
 from amp_sync.config import load_config
 from amp_sync.errors import WarehouseError
 from amp_sync.runner import RunOptions, run
-from amp_sync.state import StateStore
 
 USERS = [
     {"user_id": "alice-001", "plan": "pro", "ltv": 120.5},
@@ -60,7 +59,7 @@ def test_first_run_syncs_the_model_and_the_second_sends_nothing(warehouse, sandb
     assert not (home / "state").exists() or not list((home / "state").glob("*.sqlite"))
     assert preview == {
         "new": 3, "changed": 0, "unchanged": 0, "removed": 0, "rejected": 4, "sent": 0, "failed": 0,
-        "rejections": preview["rejections"],
+        "in_doubt": 0, "held": 0, "stale": 0, "rejections": preview["rejections"],
     }  # fmt: skip
     assert sorted(r["key"] for r in preview["rejections"]) == [
         "abc",
@@ -166,7 +165,7 @@ def test_a_run_that_dies_midway_resumes_without_resending(sqlite_warehouse, sand
         run(config, home, RunOptions(concurrency=1), progress=crash)
     acknowledged = identify_items(sandbox)
     assert acknowledged == 1000
-    store = StateStore.open(home, config.sync.name)
+    store = open_state(home, config.sync.name)
     assert len(store.index()) == 1000  # the state claims exactly what was acknowledged
     assert (store.runs()[0].status, store.runs()[0].message) == ("error", "interrupted")
     store.close()
@@ -188,10 +187,13 @@ def test_failed_batches_are_not_committed_and_go_out_next_time(sqlite_warehouse,
         report = run(flaky, home, options)
     finally:
         server.shutdown()
-    assert (report.sent, report.failed) == (1000, 1500)
+    assert (report.sent, report.failed, report.in_doubt) == (1000, 1500, 1500)  # answers lost: in doubt
+    store = open_state(home, flaky.sync.name, read_only=True)
+    assert store is not None and len(store.digests()) == 1000  # only what was acknowledged
+    store.close()
     good = load_config(write_sync(sqlite_warehouse.url, sandbox.url))
-    report = run(good, home, RunOptions(concurrency=1))
-    assert (report.plan.unchanged, report.sent, report.failed) == (1000, 1500, 0)
+    report = run(good, home, RunOptions(concurrency=1))  # another destination: it starts afresh
+    assert (report.plan.new, report.sent, report.failed, report.resent) == (2500, 2500, 0, 0)
 
 
 def test_413_halves_the_batch(sqlite_warehouse, home, write_sync):
@@ -279,6 +281,6 @@ def test_a_warehouse_error_never_commits(sqlite_warehouse, home, write_sync):
     )
     with pytest.raises(WarehouseError):
         run(config, home)
-    store = StateStore.open(home, config.sync.name)
+    store = open_state(home, config.sync.name)
     assert store.runs()[0].status == "error" and store.digests() == {}
     store.close()

@@ -24,7 +24,7 @@ from amp_sync.config import (
 from amp_sync.plan import SAMPLE_LIMIT, FieldChange, Plan, Rejection
 from amp_sync.runner import Progress, Report
 from amp_sync.secret import Secret
-from amp_sync.state import RunRecord
+from amp_sync.state import DestinationRef, KnownDestination, RunRecord
 
 
 @pytest.mark.parametrize(
@@ -203,7 +203,7 @@ def test_result_summary_says_failed_rows_go_out_next_run() -> None:
     assert "3 rows were not delivered" in text and "next run" in text
     assert views.result_summary(Report("run", plan, sent=10, seconds=1.0)) == (
         "success",
-        "Sent 10 rows in 1.0 s. Amplitude has every new and changed value.",
+        "Sent 10 rows in 1.0 s. Amplitude acknowledged every new and changed value.",
     )
     assert views.result_summary(Report("run", Plan(unchanged=5)))[1].startswith("Nothing to send")
 
@@ -232,7 +232,8 @@ def test_history_rows_and_chart() -> None:
     assert rows[0]["Started"] == "2026-11-03 18:05:07"
     assert rows[0]["Duration"] == "running"
     assert rows[1] == {
-        "Sync": "a", "Run": 1, "Kind": "run", "Started": "2026-11-02 09:30:00", "Duration": "1 min 15 s",
+        "Sync": "a", "Destination": "", "Run": 1, "Kind": "run", "Started": "2026-11-02 09:30:00",
+        "Duration": "1 min 15 s",
         "New": 10, "Changed": 0, "Unchanged": 0, "Removed": 0, "Rejected": 2, "Sent": 9, "Failed": 1,
         "Status": "ok", "Message": "",
     }  # fmt: skip
@@ -320,8 +321,33 @@ def test_result_summary_of_events() -> None:
     report = Report("run", Plan(new=4), sent=4, seconds=2.0)
     assert views.result_summary(report, "events") == (
         "success",
-        "Sent 4 events in 2.0 s. Amplitude has every event of the model.",
+        "Sent 4 events in 2.0 s. Amplitude acknowledged every event of the model.",
     )
     assert views.result_summary(Report("run", Plan(unchanged=4)), "events")[1] == (
-        "Nothing to send: Amplitude already has every event of the model."
+        "Nothing to send: amp_sync last delivered every event of the model as it is now."
     )
+
+
+def test_history_rows_name_the_destination_of_each_run() -> None:
+    record = RunRecord(3, "run", 0.0, 1.0, "ok", {}, "", "Production")
+    [row] = views.history_rows([("s", record)])
+    assert (row["Sync"], row["Destination"], row["Run"]) == ("s", "Production", 3)
+
+
+def _known(ident: int, name: str, endpoint: str) -> KnownDestination:
+    return KnownDestination(ident, DestinationRef(name, endpoint, f"{ident:032d}"), 10, None, ())
+
+
+@pytest.mark.parametrize(
+    ("elsewhere", "offered"),
+    [
+        ([], False),
+        ([_known(1, "Sandbox", "http://127.0.0.1:1")], False),  # another endpoint: another project
+        ([_known(1, "Prod", "https://api2.amplitude.com")], True),  # same endpoint, other key
+    ],
+)
+def test_a_rekey_is_offered_only_for_state_at_the_same_endpoint(elsewhere, offered) -> None:
+    here = DestinationRef("Prod", "https://api2.amplitude.com", "f" * 32)
+    report = Report("preview", Plan(new=10), destination=here, elsewhere=elsewhere)
+    assert views.offers_rekey(report) is offered
+    assert any("amp-sync rekey" in n for n in views.state_notes(report)) is offered

@@ -7,6 +7,7 @@ import stat
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support import open_state
 
 from amp_sync.config import (
     Destination,
@@ -23,7 +24,15 @@ from amp_sync.config import (
 )
 from amp_sync.errors import ConfigError, StateError
 from amp_sync.secret import Secret
-from amp_sync.workspace import SavedModel, SavedSync, Warehouse, Workspace, _toml, export_sync
+from amp_sync.workspace import (
+    SavedModel,
+    SavedSync,
+    Warehouse,
+    Workspace,
+    _toml,
+    export_sync,
+    promoted,
+)
 
 KEY, SECRET = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"
 
@@ -113,10 +122,10 @@ def test_any_text_survives_a_toml_round_trip(text: str) -> None:
 
 
 def test_renaming_a_sync_moves_its_snapshot_and_history(tmp_path) -> None:
-    from amp_sync.state import StateStore, history
+    from amp_sync.state import history
 
     ws = filled(tmp_path)
-    store = StateStore.open(ws.home, "ltv-sync")
+    store = open_state(ws.home, "ltv-sync")
     store.commit([("alice", b"x", "{}")])
     store.finish_run(store.start_run("run"), "ok", {"sent": 1}, "", [])
     store.close()
@@ -129,7 +138,7 @@ def test_renaming_a_sync_moves_its_snapshot_and_history(tmp_path) -> None:
     )
     assert [r.counts for r in history(ws.home, "renamed")] == [{"sent": 1}]
     assert history(ws.home, "ltv-sync") == []
-    moved = StateStore.open(ws.home, "renamed")
+    moved = open_state(ws.home, "renamed")
     assert moved.digests() == {"alice": b"x"}
     moved.close()
 
@@ -206,3 +215,20 @@ def test_options_another_object_left_behind_never_reach_the_sync(tmp_path) -> No
                       "uid", leftovers))  # fmt: skip
     sync = ws.sync_config("user-sync").sync
     assert sync.options == SyncOptions(synthetic_event="Updated") and sync.user_key is None
+
+
+def test_a_promotion_changes_only_the_destination_and_saves_only_when_asked(tmp_path) -> None:
+    ws = filled(tmp_path)
+    staging = Destination("Staging", Secret("s" * 32), None, Region.US, "http://127.0.0.1:9")
+    ws.save(staging)
+    config = ws.sync_config("ltv-sync")
+    moved = promoted(config, staging)
+    assert moved.destination == staging and moved.sync == config.sync and moved.model == config.model
+    assert ws.get(SavedSync, "ltv-sync").destination == "Prod"  # building it saves nothing
+    assert ws.syncs_sending_to("Prod") == ["ltv-sync"] and ws.syncs_sending_to("Staging") == []
+
+    saved = ws.set_destination("ltv-sync", "Staging")
+    assert saved.destination == "Staging" and ws.sync_config("ltv-sync") == moved
+    assert ws.syncs_sending_to("Staging") == ["ltv-sync"] and ws.names(SavedSync) == ["ltv-sync"]
+    with pytest.raises(ConfigError, match="no destination named 'Nope'"):
+        ws.set_destination("ltv-sync", "Nope")
