@@ -22,7 +22,7 @@ from amp_sync.errors import FatalError
 from amp_sync.secret import Secret
 
 # Identify limits: not documented; Group Identify's documented caps serve as safe bounds
-# (shared/amplitude-api.md §0 "Identifications per Identify request").
+# (https://amplitude.com/docs/apis/analytics/group-identify, "Limits").
 MAX_ITEMS = 1000
 MAX_BYTES = 1_000_000
 DEFAULT_ATTEMPTS = 8

@@ -45,7 +45,8 @@ class Operation(StrEnum):
     REMOVE = "$remove"
 
 
-# Documented hosts (shared/amplitude-api.md §0): ingestion and the dashboard REST API differ.
+# Ingestion and the dashboard REST API have hosts of their own, per region:
+# https://amplitude.com/docs/apis/analytics/http-v2, https://amplitude.com/docs/apis/analytics/dashboard-rest
 INGEST_HOSTS = {Region.US: "https://api2.amplitude.com", Region.EU: "https://api.eu.amplitude.com"}
 REST_HOSTS = {Region.US: "https://amplitude.com", Region.EU: "https://analytics.eu.amplitude.com"}
 
@@ -53,7 +54,8 @@ REST_HOSTS = {Region.US: "https://amplitude.com", Region.EU: "https://analytics.
 UPDATE_OR_CREATE, INSERT = "update_or_create", "insert"
 BEHAVIORS = (UPDATE_OR_CREATE, INSERT)
 ID_TYPES = ("user", "device")
-# Operations the Group Identify API takes (shared/amplitude-api.md §4); $unset comes from nulls.
+# Operations the Group Identify API takes; $unset comes from nulls:
+# https://amplitude.com/docs/apis/analytics/group-identify
 GROUP_OPERATIONS = (Operation.SET, Operation.SET_ONCE, Operation.ADD, Operation.APPEND, Operation.PREPEND)
 SYNC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

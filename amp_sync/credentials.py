@@ -36,7 +36,7 @@ def check_keys(destination: Destination, timeout: float = 15.0) -> KeyCheck:
 
 
 def _check_pair(destination: Destination, secret: Secret, timeout: float) -> KeyCheck:
-    # Dashboard REST: GET /api/2/events/list is read-only (shared/amplitude-api.md §6).
+    # Dashboard REST: GET /api/2/events/list is read-only (https://amplitude.com/docs/apis/analytics/dashboard-rest).
     url = f"{destination.rest_url}/api/2/events/list"
     resp = requests.get(url, auth=(destination.api_key.reveal(), secret.reveal()), timeout=timeout)
     if resp.status_code == 200 and _is_json_object(resp.text):

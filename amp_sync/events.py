@@ -4,7 +4,8 @@ Events are appended, never updated: a row is known by its insert_id (a column of
 hash of the sync name, id, event type, time and event properties). An insert_id that Amplitude
 acknowledged is in the snapshot and is never sent again; a resend of one that was not (after a
 crash, a retry, or a 500 that came after ingesting) is dropped by Amplitude, which de-duplicates
-insert_ids for 7 days (shared/amplitude-api.md §2, §3).
+insert_ids for 7 days (https://amplitude.com/docs/apis/analytics/http-v2,
+https://amplitude.com/docs/apis/analytics/batch-event-upload).
 """
 
 from __future__ import annotations

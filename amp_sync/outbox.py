@@ -15,6 +15,7 @@ word.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Iterable, Iterator
@@ -28,7 +29,7 @@ from amp_sync.state import StateStore
 DEDUP_WINDOW = 7 * 24 * 3600.0  # seconds Amplitude remembers an insert_id
 EVENT_CHANNELS = (Channel.EVENTS, Channel.BATCH, Channel.SYNTHETIC)  # the routes that de-duplicate
 _PAGE = 1000
-_COLUMNS = "id, key, item, doc, digest, raw, seq, before, channel"
+_COLUMNS = "id, key, item, doc, digest, raw, seq, before, channel, run_id"
 
 
 class Stale(StrEnum):
@@ -52,6 +53,7 @@ class Pending:
     seq: int  # the key's update count once this one is acknowledged
     before: str | None = None  # the fields this item replaces (None: new), kept for a revert
     channel: str = Channel.IDENTIFY
+    run_id: int | None = None  # the run that planned it: the one a revert of its change undoes
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +261,7 @@ class Outbox:
             )
         return int(rows[0][0])
 
-    def settle_stale(self, how: Stale, run_id: int | None) -> int:
+    def settle_stale(self, how: Stale) -> int:
         """Act on the user's word about stale items; returns how many were settled."""
         if how is not Stale.DELIVERED:
             return 0
@@ -270,8 +272,18 @@ class Outbox:
             (self.store.writable_dest(), cutoff, *EVENT_CHANNELS),
         )
         stale = [Pending(*r) for r in rows]
-        updates = [p for p in stale if p.channel != Channel.SYNTHETIC]
-        self.store.acknowledge(
-            ((p.key, p.digest, p.doc, p.raw, p.seq, p.before) for p in updates), run_id, (p.id for p in stale)
+        acknowledge(self.store, stale)
+        return sum(p.channel != Channel.SYNTHETIC for p in stale)
+
+
+def acknowledge(store: StateStore, pending: list[Pending]) -> None:
+    """Commit what Amplitude acknowledged, each under the run that planned it, and clear it out.
+
+    A follow-up (synthetic) event changes no state: it only leaves the outbox.
+    """
+    for run_id, group in itertools.groupby(pending, key=lambda p: p.run_id):
+        items = list(group)
+        rows = (
+            (p.key, p.digest, p.doc, p.raw, p.seq, p.before) for p in items if p.channel != Channel.SYNTHETIC
         )
-        return len(updates)
+        store.acknowledge(rows, run_id, [p.id for p in items])

@@ -294,7 +294,7 @@ def synthetic_event(sync: Sync, where: str, item: dict[str, Any], key: str, seq:
     """The "updated" event that follows an acknowledged profile update, carrying the values set.
 
     On an event other than $identify, user_properties is a plain dict of values that Amplitude
-    applies and shows on this event at once (shared/amplitude-api.md §5).
+    applies and shows on this event at once (https://amplitude.com/docs/data/user-properties-and-events).
     """
     event: dict[str, Any] = {name: item[name] for name in ("user_id", "device_id") if name in item}
     event["event_type"] = sync.options.synthetic_event

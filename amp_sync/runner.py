@@ -231,6 +231,8 @@ def _run(
         _resend(config, store, outbox, options, report, progress, started)
         held = outbox.held_keys()
         if reverting is not None:
+            # Resent items count under the run that planned them, which may be the last run now.
+            reverting = last_run(store)
             report.plan = plan_revert(config, store, reverting, outbox, held)
         else:
             report.plan = _plan(config, store, held, outbox, options.chunk_rows, progress, started)
@@ -259,7 +261,7 @@ def _resend(
 ) -> None:
     """Resend, exactly as they were, the items earlier runs left in doubt (before any diff)."""
     outbox.reclaim_unsent()
-    report.settled = outbox.settle_stale(options.stale, report.run_id)
+    report.settled = outbox.settle_stale(options.stale)
     summary = outbox.summary()
     resend = summary.in_doubt + (summary.stale if options.stale is Stale.RESEND else 0)
     if not resend:
@@ -329,7 +331,6 @@ def _send(
         options.policy,
         options.sleep,
         on_progress,
-        report.run_id,
     )
     delivery = sender.run(total)
     report.sent, report.failed = delivery.sent, report.failed + delivery.failed

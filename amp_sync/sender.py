@@ -21,7 +21,7 @@ from amp_sync.amplitude import (
 )
 from amp_sync.config import Destination
 from amp_sync.errors import FatalError
-from amp_sync.outbox import Outbox, Pending, Scope
+from amp_sync.outbox import Outbox, Pending, Scope, acknowledge
 from amp_sync.state import StateStore
 
 
@@ -73,7 +73,6 @@ class Sender:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     sleep: Callable[[float], None] = time.sleep
     on_progress: Callable[[Delivery], None] | None = None
-    run_id: int | None = None
     delivery: Delivery = field(default_factory=Delivery)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -143,9 +142,9 @@ class Sender:
     def _deliver(self, client: IdentifyClient, batch: list[Pending]) -> None:
         queue = [batch]
         synthetic = client.channel is Channel.SYNTHETIC
-        self.outbox.mark_sent(batch)  # before it leaves: a kill from here on leaves it in doubt
         while queue and not self._stop.is_set():
             part = queue.pop(0)
+            self.outbox.mark_sent(part)  # before it leaves: a kill from here on leaves it in doubt
             try:
                 answer = client.send([p.item for p in part])
             except FatalError:
@@ -184,14 +183,11 @@ class Sender:
         self._note(reason, len(part), synthetic)
 
     def _acknowledged(self, part: list[Pending], synthetic: bool = False) -> None:
-        ids = [p.id for p in part]
+        acknowledge(self.store, part)
         if synthetic:  # its profile is committed already; the event itself changes no state
-            self.store.acknowledge((), self.run_id, ids)
             with self._lock:
                 self.delivery.synthetic_sent += len(part)
             return
-        rows = ((p.key, p.digest, p.doc, p.raw, p.seq, p.before) for p in part)
-        self.store.acknowledge(rows, self.run_id, ids)
         with self._lock:
             self.delivery.sent += len(part)
             self.delivery.batches += 1

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-# Amplitude cuts longer strings silently (shared/amplitude-api.md §0, "String value length").
+# Amplitude cuts longer strings silently (https://amplitude.com/docs/apis/analytics/http-v2, "String length").
 MAX_STRING = 1024
 
-# Amplitude's reserved ids that it refuses with a 400 (shared/amplitude-api.md §2, "IDs").
+# Amplitude's reserved ids that it refuses with a 400:
+# https://amplitude.com/docs/apis/analytics/http-v2 ("Device IDs and User IDs")
 JUNK_IDS = frozenset(
     {
         "anonymous", "nil", "none", "null", "n/a", "na", "undefined", "unknown", "",

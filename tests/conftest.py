@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 from pg_server import PostgresServer, find_pg_bin
-from support import AppEnv, Warehouse
+from support import AppEnv, Warehouse, sync_file_text
 
-from amp_sync.sandbox import SANDBOX_API_KEY, Sandbox
+from amp_sync.sandbox import Sandbox
 
 # Shared CI machines are slow and uneven: judge properties, not speed.
 settings.register_profile("amp_sync", deadline=None, max_examples=60)
@@ -76,48 +76,6 @@ def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Warehouse:
 def sqlite_warehouse(tmp_path: Path, request: pytest.FixtureRequest) -> Warehouse:
     """A SQLite warehouse, for tests about behaviour rather than drivers."""
     return _make_warehouse("sqlite", tmp_path, request)
-
-
-def sync_file_text(
-    url: str,
-    endpoint: str,
-    sql: str = "select user_id, plan, ltv from users",
-    mappings: tuple[tuple[str, str, str], ...] = (
-        ("plan", "plan", "$set"),
-        ("ltv", "lifetime_value", "$set"),
-    ),
-    name: str = "ltv-to-amplitude",
-    object_: str = "user",
-    key: str = "user_id",
-    extra_sync: str = "",
-    api_key: str = SANDBOX_API_KEY,
-    behavior: str | None = "update_or_create",
-) -> str:
-    """A complete sync file."""
-    maps = "".join(
-        f'\n[[sync.mappings]]\ncolumn = "{c}"\nproperty = "{p}"\nop = "{o}"\n' for c, p, o in mappings
-    )
-    return f'''
-[source]
-url = "{url}"
-
-[destination]
-name = "Sandbox"
-api_key = "{api_key}"
-region = "us"
-endpoint = "{endpoint}"
-
-[model]
-name = "users"
-sql = """{sql}"""
-
-[sync]
-name = "{name}"
-object = "{object_}"
-{f'behavior = "{behavior}"' if behavior else ""}
-key = "{key}"
-{extra_sync}
-{maps}'''
 
 
 @pytest.fixture

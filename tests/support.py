@@ -7,7 +7,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from amp_sync.sandbox import Sandbox
+from amp_sync.sandbox import SANDBOX_API_KEY, Sandbox
 from amp_sync.state import DestinationRef, StateStore
 
 
@@ -52,3 +52,45 @@ def open_state(home: Path, sync: str, read_only: bool = False) -> StateStore | N
         reader.close()
     ref = known[0].ref if len(known) == 1 else TEST_DESTINATION
     return StateStore.open_read_only(home, sync, ref) if read_only else StateStore.open(home, sync, ref)
+
+
+def sync_file_text(
+    url: str,
+    endpoint: str,
+    sql: str = "select user_id, plan, ltv from users",
+    mappings: tuple[tuple[str, str, str], ...] = (
+        ("plan", "plan", "$set"),
+        ("ltv", "lifetime_value", "$set"),
+    ),
+    name: str = "ltv-to-amplitude",
+    object_: str = "user",
+    key: str = "user_id",
+    extra_sync: str = "",
+    api_key: str = SANDBOX_API_KEY,
+    behavior: str | None = "update_or_create",
+) -> str:
+    """A complete sync file."""
+    maps = "".join(
+        f'\n[[sync.mappings]]\ncolumn = "{c}"\nproperty = "{p}"\nop = "{o}"\n' for c, p, o in mappings
+    )
+    return f'''
+[source]
+url = "{url}"
+
+[destination]
+name = "Sandbox"
+api_key = "{api_key}"
+region = "us"
+endpoint = "{endpoint}"
+
+[model]
+name = "users"
+sql = """{sql}"""
+
+[sync]
+name = "{name}"
+object = "{object_}"
+{f'behavior = "{behavior}"' if behavior else ""}
+key = "{key}"
+{extra_sync}
+{maps}'''

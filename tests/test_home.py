@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import sync_file_text
 from streamlit.testing.v1 import AppTest
+from support import sync_file_text
 
 from amp_sync.config import Destination, Region
 from amp_sync.home import adopt_legacy, find_home, home_dir, import_state, legacy_folder, state_groups
