@@ -82,8 +82,10 @@ class Summary:
 class Outbox:
     """The outbox of one sync at one destination; items added by run `run_id`."""
 
-    def __init__(self, store: StateStore, run_id: int | None = None, clock: Any = time.time) -> None:
-        self.store, self.run_id, self.clock = store, run_id, clock
+    def __init__(
+        self, store: StateStore, run_id: int | None = None, lanes: int = 1, clock: Any = time.time
+    ) -> None:
+        self.store, self.run_id, self.lanes, self.clock = store, run_id, lanes, clock
         self._buffer: list[tuple[Any, ...]] = []
 
     def add(
@@ -98,11 +100,15 @@ class Outbox:
         channel: str,
         before: str | None = None,
     ) -> None:
-        """Queue one item; `part` is the partition key of its user (same user, same sender)."""
+        """Queue one item; `part` is the partition key of its user (same user, same sender).
+
+        It is kept modulo this run's senders (`lanes`), so each sender reads its own items by
+        index; a later run with other senders takes it modulo theirs: still one user, one sender.
+        """
         encoded = json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         dest, now = self.store.writable_dest(), self.clock()
         self._buffer.append(
-            (dest, self.run_id, key, part, channel, encoded, doc, digest, raw, seq, before, now)
+            (dest, self.run_id, key, part % self.lanes, channel, encoded, doc, digest, raw, seq, before, now)
         )
         if len(self._buffer) >= 5000:
             self.flush()
@@ -161,11 +167,15 @@ class Outbox:
     def partition(self, part: int, partitions: int, channel: str, scope: Scope) -> Iterator[Pending]:
         """One partition's items on one channel, oldest first, read a page at a time."""
         where, params = self._where(scope)
+        # This run's items were laned for these senders: the index finds them directly.
+        lane, args = (
+            ("part = ?", (part,)) if partitions == self.lanes else ("(part % ?) = ?", (partitions, part))
+        )
         last = 0
         while rows := self.store.query(
-            f"SELECT {_COLUMNS} FROM outbox WHERE {where} AND channel = ? AND (part % ?) = ? AND id > ? "
+            f"SELECT {_COLUMNS} FROM outbox WHERE {where} AND channel = ? AND {lane} AND id > ? "
             f"ORDER BY id LIMIT {_PAGE}",
-            (*params, channel, partitions, part, last),
+            (*params, channel, *args, last),
         ):
             yield from (Pending(*r) for r in rows)
             last = rows[-1][0]
@@ -189,9 +199,10 @@ class Outbox:
 
     def mark_sent(self, pending: list[Pending]) -> None:
         """Note, before sending, when each item first left: the start of its de-duplication window."""
-        now = self.clock()
+        ids = [p.id for p in pending]
+        marks = ",".join("?" * len(ids))  # one statement: a batch is at most 2,000 items
         self.store.write(
-            "UPDATE outbox SET sent_at = ? WHERE id = ? AND sent_at IS NULL", ((now, p.id) for p in pending)
+            f"UPDATE outbox SET sent_at = ? WHERE sent_at IS NULL AND id IN ({marks})", [(self.clock(), *ids)]
         )
 
     def forget(self, pending: list[Pending]) -> None:

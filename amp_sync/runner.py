@@ -226,7 +226,7 @@ def _run(
     run_id = store.start_run(kind)
     store.record_writes(writes_of(config))
     report = Report(kind, Plan(), run_id=run_id, destination=store.destination)
-    outbox = Outbox(store, run_id)
+    outbox = Outbox(store, run_id, lanes=options.concurrency)
     try:
         _resend(config, store, outbox, options, report, progress, started)
         held = outbox.held_keys()

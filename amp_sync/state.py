@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     part INTEGER NOT NULL, channel TEXT NOT NULL, item BLOB NOT NULL, doc TEXT NOT NULL,
     digest BLOB NOT NULL, raw INTEGER NOT NULL, seq INTEGER NOT NULL, before TEXT,
     planned_at REAL NOT NULL, sent_at REAL);
-CREATE INDEX IF NOT EXISTS outbox_send ON outbox (dest, channel, id);
+CREATE INDEX IF NOT EXISTS outbox_send ON outbox (dest, channel, part, id);
 CREATE INDEX IF NOT EXISTS outbox_key ON outbox (dest, key);
 """
 
@@ -313,7 +313,9 @@ class StateStore:
                     "prev, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     values,
                 )
-                self._db.executemany("DELETE FROM outbox WHERE id = ?", ((i,) for i in sent))
+                for start in range(0, len(ids := list(sent)), 10_000):  # one statement per 10,000
+                    part = ids[start : start + 10_000]
+                    self._db.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(part))})", part)
         except sqlite3.Error as exc:
             raise StateError(_cannot(self.path, exc)) from None
 

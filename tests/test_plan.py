@@ -178,7 +178,7 @@ def test_one_users_devices_share_a_partition(tmp_path) -> None:
     cfg = config("device", user_key='user_key = "uid"')
     store = StateStore.open(tmp_path, "s", DestinationRef.of(cfg.destination))
     run_id = store.start_run("run")
-    outbox = Outbox(store, run_id)
+    outbox = Outbox(store, run_id, lanes=4)
     planner = Planner(cfg, ["id", "plan", "ltv", "uid"], SnapshotIndex.build([]), lambda keys: {}, outbox)
     rows = [(f"device-{u}-{d}", "pro", 1, f"user-{u:04d}") for u in range(50) for d in range(3)]
     planner.add(rows)
