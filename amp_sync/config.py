@@ -168,6 +168,14 @@ class SyncConfig:
         names += [m.column for m in self.sync.mappings]
         return tuple(dict.fromkeys(names))
 
+    def writes(self) -> set[str]:
+        """What the sync writes, as "<profile>:<property>": users and devices share one profile."""
+        sync = self.sync
+        if sync.object is SyncObject.EVENT:
+            return set()
+        kind = f"group {sync.options.group_type}" if sync.object is SyncObject.GROUP else "user"
+        return {f"{kind}:{m.property}" for m in sync.mappings}
+
     def missing_columns(self, columns: list[str]) -> list[str]:
         """Problems for each required column the model does not return."""
         have = set(columns)

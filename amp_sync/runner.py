@@ -224,7 +224,7 @@ def _run(
     started = time.monotonic()
     kind = "run" if reverting is None else "revert"
     run_id = store.start_run(kind)
-    store.record_writes(writes_of(config))
+    store.record_writes(config.writes())
     report = Report(kind, Plan(), run_id=run_id, destination=store.destination)
     outbox = Outbox(store, run_id, lanes=options.concurrency)
     try:
@@ -356,15 +356,6 @@ def _record(store: StateStore, outbox: Outbox, report: Report, started: float) -
         store.finish_run(report.run_id, report.status(), report.counts(), message, rejections)
 
 
-def writes_of(config: SyncConfig) -> set[str]:
-    """What a sync writes, as "<profile>:<property>": users and devices share one profile."""
-    sync = config.sync
-    if sync.object is SyncObject.EVENT:
-        return set()
-    kind = f"group {sync.options.group_type}" if sync.object is SyncObject.GROUP else "user"
-    return {f"{kind}:{m.property}" for m in sync.mappings}
-
-
 def _describe_state(config: SyncConfig, home: Path, store: StateStore | None, report: Report) -> None:
     """Where else this sync has state, and which other syncs write the same properties here."""
     ref = report.destination or DestinationRef.of(config.destination)
@@ -372,7 +363,7 @@ def _describe_state(config: SyncConfig, home: Path, store: StateStore | None, re
     here = next((k for k in known if k.ref.ident == ref.ident), None)
     if here is None or here.rows == 0:
         report.elsewhere = [k for k in known if k.ref.ident != ref.ident and k.rows]
-    report.overlaps = writers(home, ref, writes_of(config), config.sync.name)
+    report.overlaps = writers(home, ref, config.writes(), config.sync.name)
 
 
 def rekey(config: SyncConfig, home: Path, source: str | None = None) -> str:

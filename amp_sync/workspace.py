@@ -32,7 +32,7 @@ from amp_sync.config import (
 )
 from amp_sync.errors import ConfigError, StateError
 from amp_sync.secret import Secret
-from amp_sync.state import rename_state
+from amp_sync.state import DestinationRef, rename_state
 
 WORKSPACE_FILE = "workspace.json"
 SANDBOX_DESTINATION = "Amplitude sandbox"
@@ -271,6 +271,22 @@ class Workspace:
                 relevant_options(sync.object, sync.options),
             ),
         )  # fmt: skip
+
+    def writers(self, config: SyncConfig, skip: str) -> dict[str, list[str]]:
+        """Other saved syncs that write any property `config` writes, at the same Amplitude project."""
+        here, writes = DestinationRef.of(config.destination).ident, config.writes()
+        found: dict[str, list[str]] = {}
+        for name in self.names(SavedSync):
+            if name == skip:
+                continue
+            try:
+                other = self.sync_config(name)
+            except (ConfigError, StateError, KeyError):
+                continue  # an incomplete sync writes nothing yet
+            shared = sorted(writes & other.writes())
+            if shared and DestinationRef.of(other.destination).ident == here:
+                found[name] = shared
+        return found
 
     def syncs_sending_to(self, destination: str) -> list[str]:
         """The names of the saved syncs whose destination is `destination`."""

@@ -87,7 +87,10 @@ def run_preview(name: str, config: SyncConfig, stale: Stale = Stale.HOLD) -> boo
         status.update(label=f"Reading the model… {p.rows_read:,} rows read")
 
     def work(cb: runner.ProgressFn) -> Report:
-        return runner.preview(config, ui.home(), progress=cb, stale=stale)
+        report = runner.preview(config, ui.home(), progress=cb, stale=stale)
+        # Saved syncs that have not run yet write there too: the workspace knows them.
+        report.overlaps = {**ui.workspace().writers(config, name), **report.overlaps}
+        return report
 
     try:
         report = ui.run_with_progress(work, render)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -493,3 +494,12 @@ def test_leave_stale_updates_alone_again(app_env: AppEnv) -> None:
     at.button(key="preview_stale_hold").click().run()
     assert not at.exception
     assert "preview_stale_resend" in keys(at.button) and "In doubt" not in metrics(at)
+
+
+def test_a_saved_sync_writing_the_same_property_is_named_before_either_ran(app_env: AppEnv) -> None:
+    ws = save_sync(app_env, sql=SMALL_SQL, mappings=MAPPINGS[1:2])
+    mine = ws.get(SavedSync, SYNC)
+    ws.save(replace(mine, name="plans-too"))
+    at = preview(open_page("app_pages/preview.py"))
+    prop = mine.mappings[0].property
+    assert f"The sync 'plans-too' also writes {prop} at this destination" in notes(at)
