@@ -167,10 +167,10 @@ class Outbox:
     def partition(self, part: int, partitions: int, channel: str, scope: Scope) -> Iterator[Pending]:
         """One partition's items on one channel, oldest first, read a page at a time."""
         where, params = self._where(scope)
-        # This run's items were laned for these senders: the index finds them directly.
-        lane, args = (
-            ("part = ?", (part,)) if partitions == self.lanes else ("(part % ?) = ?", (partitions, part))
-        )
+        # This run's items were laned for these senders: the index finds them directly. Earlier
+        # runs may have had other senders: their lanes are taken modulo these.
+        mine = scope.run_id is not None and scope.run_id == self.run_id and partitions == self.lanes
+        lane, args = ("part = ?", (part,)) if mine else ("(part % ?) = ?", (partitions, part))
         last = 0
         while rows := self.store.query(
             f"SELECT {_COLUMNS} FROM outbox WHERE {where} AND channel = ? AND {lane} AND id > ? "

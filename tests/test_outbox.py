@@ -193,3 +193,18 @@ def test_a_format_3_state_file_is_adopted_by_the_destination_its_sync_sends_to(
             "run",
             "run",
         ]
+
+
+@pytest.mark.parametrize(("first", "then"), [(2, 1), (1, 4), (4, 3)])
+def test_items_in_doubt_are_all_resent_by_a_run_with_other_senders(
+    tmp_path, home, write_sync, first: int, then: int
+) -> None:
+    url = users(tmp_path / "w.db")
+    with Sandbox(faults=Faults(ingest_then_500=1.0)) as sandbox:
+        config = load_config(write_sync(url, sandbox.url, mappings=TOTALS))
+        lost = RunOptions(concurrency=first, sleep=lambda s: None, policy=RetryPolicy(attempts=1))
+        assert run(config, home, lost).in_doubt == ROWS
+        sandbox.set_faults(Faults())
+        report = run(config, home, RunOptions(concurrency=then, sleep=lambda s: None))
+        assert report.ok and (report.resent, report.in_doubt) == (ROWS, 0)
+        assert profiles(sandbox)["user-0003"] == {"plan": "pro", "lifetime_value": 4}
