@@ -46,8 +46,16 @@ class NothingToRevert(AmpSyncError):
     """The sync has no run whose changes can be reverted."""
 
 
-def revert_changes(key: str, current: Doc, previous: Doc) -> list[FieldChange]:
-    """What to send so that `key`'s properties go back from `current` to `previous`."""
+def revert_changes(
+    key: str, current: Doc, previous: Doc, undoing_a_revert: bool = False
+) -> list[FieldChange]:
+    """What to send so that `key`'s properties go back from `current` to `previous`.
+
+    A list operation is undone by its opposite, for the item the reverted run sent: a run sent
+    its own value, so that value is taken out again; a revert took the value before it out (or
+    back in), so undoing that revert (`undoing_a_revert`) sends the mapping's own operation with
+    that value once more.
+    """
     changes = []
     for prop, (op, value) in current.items():
         if prop == USER_LINK:
@@ -56,7 +64,10 @@ def revert_changes(key: str, current: Doc, previous: Doc) -> list[FieldChange]:
         old = before[1] if before else None
         if before is not None and same_field(before, [op, value]):
             continue
-        if op in _LIST_UNDO:
+        if op in _LIST_UNDO and undoing_a_revert:
+            if old is not None:  # the revert took `old` out: send it as the mapping does
+                changes.append(FieldChange(key, prop, op, value, old, False))
+        elif op in _LIST_UNDO:
             if value is not None:  # undo what the run sent, item for item
                 changes.append(FieldChange(key, prop, str(_LIST_UNDO[Operation(op)]), value, value, False))
         elif old is None:
@@ -103,6 +114,7 @@ def plan_revert(
     """
     plan = Plan(reverts_run=run_id)
     sync = config.sync
+    undoing = not _went_forward(store, run_id)
     where = DestinationRef.of(config.destination).ident
     waiting = set(held)
     for piece in store.touched(run_id):
@@ -113,7 +125,7 @@ def plan_revert(
                 continue
             current: Doc = json.loads(doc)
             previous: Doc = json.loads(prev) if prev else {}
-            changes = revert_changes(key, current, previous)
+            changes = revert_changes(key, current, previous, undoing)
             if not changes:
                 plan.unchanged += 1
                 continue
@@ -127,6 +139,21 @@ def plan_revert(
     if sync.options.synthetic_event:
         plan.synthetic = plan.changed
     return plan
+
+
+def _went_forward(store: StateStore, run_id: int) -> bool:
+    """Whether run `run_id`'s list operations went forward (a run, or an even chain of reverts).
+
+    A revert of a run sends the opposites; a revert of that revert sends the operations again.
+    """
+    forward, seen = True, set()
+    record = store.run(run_id)
+    while record is not None and record.kind == "revert" and record.id not in seen:
+        seen.add(record.id)
+        forward = not forward
+        target = record.counts.get("reverts_run")
+        record = store.run(int(target)) if target is not None else None
+    return forward
 
 
 def _note(plan: Plan, key: str, item: dict[str, Any], changes: list[FieldChange]) -> None:

@@ -413,6 +413,17 @@ class StateStore:
         )
         return [RunRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7]) for r in rows]
 
+    def run(self, run_id: int) -> RunRecord | None:
+        """One run of the history, or None."""
+        rows = self._query(
+            "SELECT id, kind, started_at, finished_at, status, counts, message FROM runs WHERE id = ?",
+            (run_id,),
+        )
+        if not rows:
+            return None
+        i, kind, started, finished, status, counts, message = rows[0]
+        return RunRecord(i, kind, started, finished, status, json.loads(counts), message)
+
     def rejections(self, run_id: int) -> list[tuple[str, str]]:
         """The rows a run rejected, as (key, reason)."""
         return self._query("SELECT key, reason FROM rejections WHERE run_id = ?", (run_id,))

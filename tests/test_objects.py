@@ -488,6 +488,10 @@ def test_revert_undoes_list_operations_and_leaves_set_once_values(
     report = revert(config, home)
     assert report.sent == 1
     assert props(sandbox, "alice-001") == {"tags": ["beta"], "first_plan": "free"}
+    revert(config, home)  # undoing the revert puts the tag back, once
+    assert props(sandbox, "alice-001") == {"tags": ["beta", "vip"], "first_plan": "free"}
+    revert(config, home)  # and undoing that takes it out again
+    assert props(sandbox, "alice-001") == {"tags": ["beta"], "first_plan": "free"}
 
 
 def test_a_second_run_of_any_kind_is_refused_while_a_revert_holds_the_lock(
