@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from e2e_support import App, choose, choose_settled, open_page, screenshot, wait_idle
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, expect
 
 
@@ -24,6 +25,8 @@ def test_a_create_a_destination_and_connect_it_to_the_sandbox(page: Page, app: A
     page.locator(".st-key-dest_connect button").click()
     expect(page.get_by_text("ok: the API key and secret key", exact=False)).to_be_visible(timeout=20_000)
     expect(page.get_by_text("My sandbox project").first).to_be_visible()
+    for field in ("dest_api_key", "dest_secret_key"):  # the saved keys leave the form, as a person sees
+        expect(page.locator(f".st-key-{field} input")).to_have_value("", timeout=20_000)
     html = page.content()
     assert SANDBOX_SECRET_KEY not in html and SANDBOX_API_KEY not in html  # masked after saving
     screenshot(page, "destinations")
@@ -54,12 +57,12 @@ def drag_into(page: Page, frame, column: str, target, tries: int = 3) -> None:  
     """
     for _ in range(tries):
         wait_idle(page)
-        drag(page, frame.locator(".sortable-item", has_text=column).first, target)
-        wait_idle(page)
-        try:
+        try:  # the component's frame may be redrawn under the mouse: then look and drag again
+            drag(page, frame.locator(".sortable-item", has_text=column).first, target)
+            wait_idle(page)
             expect(target.locator(".sortable-item", has_text=column)).to_be_visible(timeout=5_000)
             return
-        except AssertionError:
+        except (AssertionError, PlaywrightError):
             continue
     raise AssertionError(f"the {column!r} card never landed in the slot")
 
