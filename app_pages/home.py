@@ -68,13 +68,17 @@ def _show_faults_in_inputs(faults: Faults) -> None:
         st.session_state[f"faults_{field}"] = float(getattr(faults, field))
     st.session_state["faults_slow_seconds"] = float(faults.slow_seconds)
     st.session_state["faults_max_body_bytes"] = faults.max_body_bytes or 0
+    # Settings the panel has no input for (set with `amp-sync sandbox` flags) are kept as they are.
+    st.session_state["faults_kept"] = {f: getattr(faults, f) for f in ("seed", "retry_after", "daily_quota")}
 
 
 def _faults_from_inputs() -> Faults:
     state = st.session_state
     chances = {field: float(state[f"faults_{field}"]) for field, _, _ in FAULT_CHANCES}
     limit = int(state["faults_max_body_bytes"])
-    return Faults(**chances, slow_seconds=float(state["faults_slow_seconds"]), max_body_bytes=limit or None)
+    kept = state.get("faults_kept", {})
+    seconds = float(state["faults_slow_seconds"])
+    return Faults(**chances, slow_seconds=seconds, max_body_bytes=limit or None, **kept)
 
 
 def _send_faults(read: Callable[[], Faults]) -> None:

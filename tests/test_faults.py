@@ -409,6 +409,14 @@ def test_demo_mode_offers_to_simulate_failures_and_applies_them(app_env) -> None
     assert at.success[0].value == "Applied: no failures."
 
 
+def test_settings_the_panel_has_no_input_for_are_kept_when_it_applies(app_env) -> None:
+    app_env.sandbox.set_faults(Faults(daily_quota=50, retry_after=3, seed=7))
+    at = open_home()
+    at.number_input(key="faults_error_503").set_value(0.1)
+    at.button(key="faults_apply").click().run()
+    assert app_env.sandbox.faults == Faults(error_503=0.1, daily_quota=50, retry_after=3, seed=7)
+
+
 def test_chances_over_one_are_not_applied_and_the_page_says_why(app_env) -> None:
     app_env.sandbox.set_faults(Faults(error_500=0.3))
     at = open_home()
