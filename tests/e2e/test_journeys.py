@@ -104,7 +104,9 @@ def test_c_build_a_sync_by_dragging_two_columns_into_the_mapper(page: Page, app:
     expect(frame.locator(".sortable-item", has_text="plan")).to_be_visible(timeout=30_000)
     for column in ("plan", "lifetime_value"):
         drag_into(page, frame, column, target)
-    expect(page.locator('[class*="st-key-sync_fields_"]')).to_be_visible(timeout=20_000)
+    wait_idle(page)  # a redrawn table leaves its old copy behind, marked stale, until the rerun ends
+    fields = page.locator('[class*="st-key-sync_fields_"]:not([data-stale="true"])').first
+    expect(fields).to_be_visible(timeout=20_000)
     page.locator(".st-key-sync_name input").fill("ltv-journey")
     page.locator(".st-key-sync_name input").press("Enter")
     wait_idle(page)
