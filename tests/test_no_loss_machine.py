@@ -9,7 +9,7 @@ runs go until one sends nothing, and then what Amplitude holds must follow from 
 https://amplitude.com/docs/apis/analytics/identify for the profile operations and
 https://amplitude.com/docs/apis/analytics/http-v2 for insert_id de-duplication.
 
-The sequences are the same on every run (derandomized). A failure prints its steps as Python,
+The sequences are the same on every run (seeded). A failure prints its steps as Python,
 with what the warehouse, the faults and each run's counts were; pasted into a test function, as
 the last test of this file is, the steps replay without hypothesis.
 """
@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, currently_in_test_context, event, note, settings
+from hypothesis import HealthCheck, currently_in_test_context, event, note, seed, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
@@ -134,10 +134,12 @@ def options(attempts: int = 3, timeout: float = DEFAULT_TIMEOUT) -> RunOptions:
 
 
 def event_time(minute: int) -> str:
+    """An event row's time: text without a time zone, which amp_sync reads as UTC."""
     return (EPOCH + dt.timedelta(minutes=minute)).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def event_ms(at: str) -> int:
+    """The `time` Amplitude must get for an event row's time: milliseconds since the epoch."""
     return int(dt.datetime.fromisoformat(at).replace(tzinfo=dt.UTC).timestamp() * 1000)
 
 
@@ -171,6 +173,7 @@ def tally(what: str) -> None:
         event(what)
 
 
+@seed(20251202)  # the same sequences on every run (and after edits to words only): CI failures reproduce
 class NoLossMachine(RuleBasedStateMachine):
     """The warehouse, Amplitude and amp_sync's state, driven step by step."""
 
@@ -434,6 +437,7 @@ class NoLossMachine(RuleBasedStateMachine):
     # --- the end: no faults, clean runs, then Amplitude must hold the warehouse ---------------
 
     def teardown(self) -> None:
+        """The final check (unless a step failed), then the sandbox and the folder go."""
         try:
             if self.completed:
                 self._converge()
@@ -533,7 +537,6 @@ NoLossMachine.TestCase.settings = settings(
     max_examples=30,
     stateful_step_count=10,
     deadline=None,
-    derandomize=True,  # the same sequences on every run: CI failures reproduce
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
