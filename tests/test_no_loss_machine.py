@@ -534,7 +534,7 @@ class NoLossMachine(RuleBasedStateMachine):
 
 
 NoLossMachine.TestCase.settings = settings(
-    max_examples=30,
+    max_examples=25,
     stateful_step_count=10,
     deadline=None,
     database=None,
