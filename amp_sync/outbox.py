@@ -189,10 +189,14 @@ class Outbox:
             where += " AND (run_id IS NULL OR run_id < ?)"
             params.append(scope.before_run)
         if scope.stale_before is not None:
-            marks = ",".join("?" * len(EVENT_CHANNELS))
-            where += f" AND NOT (coalesce(sent_at < ?, 0) AND channel IN ({marks}))"
-            params += [scope.stale_before, *EVENT_CHANNELS]
+            test, args = _stale(scope.stale_before)
+            where += f" AND NOT ({test})"
+            params += args
         return where, tuple(params)
+
+    def stale_before(self) -> float:
+        """Items on the event routes first sent before this moment are stale."""
+        return self.clock() - DEDUP_WINDOW
 
     def _dest(self) -> int:
         return self.store.dest if self.store.dest is not None else -1  # -1: no rows at all
@@ -229,17 +233,11 @@ class Outbox:
 
     def summary(self) -> Summary:
         """What waits in the outbox: in doubt, and stale."""
-        cutoff = self.clock() - DEDUP_WINDOW
-        marks = ",".join("?" * len(EVENT_CHANNELS))
+        test, args = _stale(self.stale_before())
         rows = self.store.query(
-            f"SELECT coalesce(sent_at < ? AND channel IN ({marks}), 0) AS stale, count(*), min(sent_at) "
+            f"SELECT {test} AS stale, count(*), min(sent_at) "
             "FROM outbox WHERE dest = ? AND channel != ? AND sent_at IS NOT NULL GROUP BY stale",
-            (
-                cutoff,
-                *EVENT_CHANNELS,
-                self._dest(),
-                Channel.SYNTHETIC,
-            ),
+            (*args, self._dest(), Channel.SYNTHETIC),
         )
         counts = {int(s): (int(n), first) for s, n, first in rows}
         in_doubt, oldest = counts.get(0, (0, None))
@@ -254,9 +252,9 @@ class Outbox:
             [dest, Channel.SYNTHETIC],
         )
         if stale_only:
-            marks = ",".join("?" * len(EVENT_CHANNELS))
-            sql += f" AND sent_at < ? AND channel IN ({marks})"
-            params += [self.clock() - DEDUP_WINDOW, *EVENT_CHANNELS]
+            test, args = _stale(self.stale_before())
+            sql += f" AND {test}"
+            params += args
         return [r[0] for r in self.store.query(sql, params)]
 
     def reclaim_unsent(self) -> int:
@@ -276,15 +274,19 @@ class Outbox:
         """Act on the user's word about stale items; returns how many were settled."""
         if how is not Stale.DELIVERED:
             return 0
-        cutoff = self.clock() - DEDUP_WINDOW
-        marks = ",".join("?" * len(EVENT_CHANNELS))
+        test, args = _stale(self.stale_before())
         rows = self.store.query(
-            f"SELECT {_COLUMNS} FROM outbox WHERE dest = ? AND sent_at < ? AND channel IN ({marks})",
-            (self.store.writable_dest(), cutoff, *EVENT_CHANNELS),
+            f"SELECT {_COLUMNS} FROM outbox WHERE dest = ? AND {test}", (self.store.writable_dest(), *args)
         )
         stale = [Pending(*r) for r in rows]
         acknowledge(self.store, stale)
         return sum(p.channel != Channel.SYNTHETIC for p in stale)
+
+
+def _stale(before: float) -> tuple[str, list[Any]]:
+    """The one test of staleness: on an event route, first sent before `before` (0 or 1)."""
+    marks = ",".join("?" * len(EVENT_CHANNELS))
+    return f"coalesce(sent_at < ? AND channel IN ({marks}), 0)", [before, *EVENT_CHANNELS]
 
 
 def acknowledge(store: StateStore, pending: list[Pending]) -> None:

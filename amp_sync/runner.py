@@ -13,7 +13,7 @@ from amp_sync.amplitude import Channel, RetryPolicy
 from amp_sync.config import SyncConfig, SyncObject
 from amp_sync.errors import AmpSyncError, ConfigError, FatalError, StateError
 from amp_sync.events import EventPlanner
-from amp_sync.outbox import DEDUP_WINDOW, Outbox, Scope, Stale, Summary
+from amp_sync.outbox import Outbox, Scope, Stale, Summary
 from amp_sync.plan import FieldChange, Plan, Planner, Rejection
 from amp_sync.revert import check_revertible, last_run, plan_revert
 from amp_sync.sender import Delivery, Sender
@@ -143,8 +143,9 @@ def preview(
         report.seconds = time.monotonic() - started
         return report
     try:
-        summary = Outbox(store).summary()
-        held = Outbox(store).held_keys(stale_only=True) if stale is Stale.HOLD else []
+        outbox = Outbox(store)
+        summary = outbox.summary()
+        held = outbox.held_keys(stale_only=True) if stale is Stale.HOLD else []
         report.plan = _plan(config, store, held, None, chunk_rows, progress, started, preview=True)
         report.in_doubt = summary.in_doubt + (summary.stale if stale is Stale.RESEND else 0)
         report.stale = summary.stale if stale is Stale.HOLD else 0
@@ -266,7 +267,7 @@ def _resend(
     resend = summary.in_doubt + (summary.stale if options.stale is Stale.RESEND else 0)
     if not resend:
         return
-    cutoff = None if options.stale is Stale.RESEND else time.time() - DEDUP_WINDOW
+    cutoff = None if options.stale is Stale.RESEND else outbox.stale_before()
     scope = Scope(before_run=report.run_id, stale_before=cutoff)
     earlier = Report("resend", Plan())
     _send(config, store, outbox, scope, resend, options, earlier, progress, started, phase="resending")
