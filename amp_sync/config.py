@@ -67,9 +67,14 @@ _FILE_URL = re.compile(
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """Where the model runs: any SQLAlchemy URL (which may hold a password, so it is a Secret)."""
+    """Where the model runs: any SQLAlchemy URL (which may hold a password, so it is a Secret).
+
+    `read_files` are the files, folders and globs a DuckDB model may read (absolute paths); a
+    DuckDB model can read no other file.
+    """
 
     url: Secret
+    read_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +194,7 @@ class SyncConfig:
 
 # Exactly these keys, as documented in the README; "required" ones must be present.
 _SCHEMA: dict[str, tuple[set[str], set[str]]] = {
-    "source": ({"url"}, set()),
+    "source": ({"url"}, {"read_files"}),
     "destination": ({"name", "api_key", "region"}, {"secret_key", "endpoint"}),
     "model": ({"name", "sql"}, set()),
     "sync": (
@@ -199,6 +204,7 @@ _SCHEMA: dict[str, tuple[set[str], set[str]]] = {
     ),
 }  # fmt: skip
 _BOOLEANS = {"skip_user_properties_sync"}
+_TEXT_LISTS = {"read_files"}
 # Which object each optional [sync] key belongs to; any other object refuses it.
 _OPTION_OBJECTS = {
     "user_key": (SyncObject.DEVICE, SyncObject.EVENT),
@@ -245,6 +251,7 @@ def parse_config(text: str, env: Mapping[str, str] | None = None, base: Path | N
         raise ConfigError(problems)
     if base is not None:  # after ${VAR}: a variable may hold an absolute folder
         data["source"]["url"] = absolute_file_url(data["source"]["url"], base)
+    data["source"]["read_files"] = read_file_paths(data["source"].get("read_files", []), base or Path.cwd())
     return _build(data)
 
 
@@ -309,6 +316,8 @@ def _check_section(section: dict[str, Any], table: str, required: set[str], opti
     for key, value in section.items():
         if key in _BOOLEANS and not isinstance(value, bool):
             problems.append(f"[{table}].{key} must be true or false")
+        elif key in _TEXT_LISTS:
+            problems += _check_text_list(value, f"[{table}].{key}")
         elif key in _BOOLEANS or key == "mappings":
             continue
         elif key in required | optional and not isinstance(value, str):
@@ -316,6 +325,24 @@ def _check_section(section: dict[str, Any], table: str, required: set[str], opti
         elif isinstance(value, str) and key in required and not value.strip():
             problems.append(f"[{table}].{key} must not be empty")
     return problems
+
+
+def _check_text_list(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        return [f'{where} must be a list of paths, e.g. ["data/users.csv", "exports/*.parquet"]']
+    return []
+
+
+def read_file_paths(entries: list[str] | tuple[str, ...], base: Path) -> tuple[str, ...]:
+    """`[source].read_files` entries made absolute against `base`; `~` is the user's home."""
+    paths = []
+    for entry in entries:
+        path = Path(entry).expanduser()
+        absolute = path if path.is_absolute() else base.resolve() / path
+        # normpath drops a trailing "/", which marks a folder: it is put back.
+        text = os.path.normpath(absolute)
+        paths.append(text + "/" if entry.endswith(("/", "\\")) else text)
+    return tuple(paths)
 
 
 def _check_sync(sync: dict[str, Any], destination: Any) -> list[str]:
@@ -473,7 +500,7 @@ def _build(data: dict[str, Any]) -> SyncConfig:
         synthetic_event=sync.get("synthetic_event") or None,
     )
     return SyncConfig(
-        source=Source(Secret(src["url"])),
+        source=Source(Secret(src["url"]), tuple(src["read_files"])),
         destination=destination,
         model=Model(model["name"], model["sql"]),
         sync=Sync(

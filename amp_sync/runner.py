@@ -287,7 +287,8 @@ def _plan(
     preview: bool = False,
 ) -> Plan:
     """Read the model and diff it against the store (with `preview`, what the outbox carries too)."""
-    with read_model(config.source.url.reveal(), config.model.sql, chunk_rows) as stream:
+    url, files = config.source.url.reveal(), config.source.read_files
+    with read_model(url, config.model.sql, chunk_rows, read_files=files) as stream:
         problems = config.missing_columns(stream.columns)
         if problems:
             raise ConfigError(problems)

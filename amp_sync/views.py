@@ -231,6 +231,8 @@ def report_notes(report: Report, config: SyncConfig) -> list[str]:
     """What a user should know about this sync's objects and options, beyond the counts."""
     plan, options, out = report.plan, config.sync.options, []
     events = not config.sync.is_profile
+    if config.source.read_files:
+        out.append(f"the model may read these files (read_files): {', '.join(config.source.read_files)}")
     if events and plan.first_time is not None and plan.last_time is not None:
         out.append(f"events from {event_time_text(plan.first_time)} to {event_time_text(plan.last_time)}")
     if events and plan.to_send:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob as globlib
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -14,67 +15,24 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
+from amp_sync import readonly
 from amp_sync.errors import WarehouseError
+from amp_sync.readonly import Checked
 
 CHUNK_ROWS = 10_000
-
-# Statements a model may not contain, checked outside strings, quoted names and comments.
-_WRITES = (
-    "insert", "update", "delete", "merge", "upsert", "create", "drop", "alter", "truncate",
-    "grant", "revoke", "copy", "attach", "detach", "pragma", "install", "load", "call",
-    "vacuum", "into", "checkpoint", "export", "import", "lock", "refresh", "reindex",
-)  # fmt: skip
-_LEXEMES = re.compile(
-    r"""
-      (?P<comment>--[^\n]*|/\*.*?\*/)
-    | (?P<string>'(?:[^']|'')*'|\$(?P<tag>[A-Za-z_]*)\$.*?\$(?P=tag)\$)
-    | (?P<quoted>"(?:[^"]|"")*"|`[^`]*`|\[[^\]]*\])
-    | (?P<word>[A-Za-z_][A-Za-z0-9_$]*)
-    | (?P<semi>;)
-    | (?P<other>.)
-    """,
-    re.VERBOSE | re.DOTALL,
-)
+# DuckDB's words when a model reaches for a file or URL it may not (see _lock_duckdb).
+_DENIED = re.compile(r'Cannot access (?:file|directory) "(?P<path>[^"]*)" - file system operations')
+# Characters that make a `read_files` entry a glob, expanded to the files it matches.
+_GLOB = re.compile(r"[*?\[]")
 
 
-@dataclass(frozen=True, slots=True)
-class Statement:
-    """A model's SQL once checked: the text to run and its words outside literals."""
-
-    sql: str
-    words: tuple[str, ...]
-
-
-def check_read_only(sql: str) -> Statement:
-    """Accept exactly one SELECT or WITH statement; refuse anything that could write."""
-    words: list[str] = []
-    statements = 0
-    pending = False
-    for m in _LEXEMES.finditer(sql):
-        kind = m.lastgroup
-        if kind == "semi":
-            statements += pending
-            pending = False
-        elif kind == "word":
-            words.append(m.group().lower())
-            pending = True
-        elif kind in ("string", "quoted", "other") and not m.group().isspace():
-            pending = True
-    statements += pending
-    if statements == 0:
-        raise WarehouseError("the model is empty: write one SELECT statement")
-    if statements > 1:
-        raise WarehouseError("the model has several statements: a model is exactly one SELECT")
-    if not words or words[0] not in ("select", "with"):
-        first = words[0].upper() if words else sql.strip()[:20]
-        raise WarehouseError(f"the model must be a SELECT or WITH query, not {first}: models only read")
-    for word in words:
-        if word in _WRITES:
-            raise WarehouseError(
-                f"the model contains {word.upper()}, which can change data: models only read "
-                '(if it is a column name, quote it: "name")'
-            )
-    return Statement(sql.strip().rstrip(";").strip(), tuple(words))
+def check_read_only(sql: str, url: str) -> Checked:
+    """Accept exactly one query, read by the grammar of the engine behind `url`."""
+    try:
+        backend = make_url(url).get_backend_name()
+    except ArgumentError:
+        raise WarehouseError(f"cannot use the warehouse URL {describe_url(url)}") from None
+    return readonly.check_read_only(sql, backend)
 
 
 def describe_url(url: str) -> str:
@@ -98,15 +56,14 @@ def _check_file_exists(parsed: sa.URL) -> None:
         )
 
 
-def create_engine(url: str) -> sa.Engine:
-    """An engine for `url`; DuckDB files open read-only so other readers are not locked out."""
+def create_engine(url: str, read_files: Sequence[str] = ()) -> sa.Engine:
+    """An engine for `url`; DuckDB opens files read-only and locked down (see `_lock_duckdb`)."""
     try:
         parsed = make_url(url)
         _check_file_exists(parsed)
-        kwargs: dict[str, Any] = {}
-        if parsed.get_backend_name() == "duckdb" and parsed.database not in (None, "", ":memory:"):
-            kwargs["connect_args"] = {"read_only": True}
-        return sa.create_engine(parsed, **kwargs)
+        if parsed.get_backend_name() != "duckdb":
+            return sa.create_engine(parsed)
+        return _duckdb_engine(parsed, read_files)
     except (ArgumentError, NoSuchModuleError) as exc:
         raise WarehouseError(
             f"cannot use the warehouse URL {describe_url(url)}: {exc}. "
@@ -115,6 +72,81 @@ def create_engine(url: str) -> sa.Engine:
         ) from None
     except ImportError as exc:
         raise WarehouseError(f"the driver for {describe_url(url)} is not installed: {exc.name}") from None
+
+
+def _duckdb_engine(parsed: sa.URL, read_files: Sequence[str]) -> sa.Engine:
+    # Extensions are neither downloaded nor loaded behind the model's back.
+    config = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    connect_args: dict[str, Any] = {"config": config}
+    if parsed.database not in (None, "", ":memory:"):
+        connect_args["read_only"] = True  # so other readers are not locked out
+    engine = sa.create_engine(parsed, connect_args=connect_args)
+    allowed = file_permissions(read_files)
+    own = str(Path(parsed.database).resolve()) if parsed.database and "read_only" in connect_args else None
+    sa.event.listen(engine, "connect", lambda dbapi, _record: _lock_duckdb(dbapi, allowed, own))
+    return engine
+
+
+@dataclass(frozen=True, slots=True)
+class FilePermissions:
+    """The files and folders a DuckDB model may read, as DuckDB's allowed_paths and allowed_directories."""
+
+    paths: tuple[str, ...] = ()
+    directories: tuple[str, ...] = ()
+
+
+def file_permissions(read_files: Sequence[str]) -> FilePermissions:
+    """`read_files` entries (absolute files, folders or globs) as DuckDB permissions.
+
+    A glob allows the files it matches now; a folder allows everything under it, globs in the
+    model's SQL included; any other entry allows that one file.
+    """
+    paths: list[str] = []
+    directories: list[str] = []
+    for entry in read_files:
+        if _GLOB.search(entry):
+            paths += sorted(str(Path(p).resolve()) for p in globlib.glob(entry, recursive=True))
+        elif entry.endswith(("/", "\\")) or Path(entry).is_dir():
+            directories.append(str(Path(entry).resolve()).rstrip("/") + "/")
+        else:
+            paths.append(str(Path(entry).resolve()))
+    return FilePermissions(tuple(dict.fromkeys(paths)), tuple(dict.fromkeys(directories)))
+
+
+def _lock_duckdb(dbapi: Any, allowed: FilePermissions, database: str | None) -> None:
+    """No file, network, ATTACH or extension access beyond `allowed`, and no way to change that.
+
+    https://duckdb.org/docs/stable/operations_manual/securing_duckdb/overview
+    DuckDB shares one database instance between connections to the same file in a process: a
+    second concurrent read finds the first one's locked settings, which are kept if they match.
+    """
+    if _setting(dbapi, "lock_configuration"):
+        if _setting(dbapi, "enable_external_access") or _granted(dbapi, database) != allowed:
+            raise WarehouseError(
+                "another model is reading this DuckDB file with other file permissions right now: "
+                "try again when it has finished"
+            )
+        return
+    # DuckDB draws a progress bar on stdout for queries over 2 s: it would corrupt --json.
+    dbapi.execute("SET enable_progress_bar = false")
+    dbapi.execute("SET allowed_paths = ?", [list(allowed.paths)])
+    dbapi.execute("SET allowed_directories = ?", [list(allowed.directories)])
+    dbapi.execute("SET enable_external_access = false")
+    dbapi.execute("SET lock_configuration = true")
+
+
+def _setting(dbapi: Any, name: str) -> Any:
+    return dbapi.execute("select current_setting(?)", [name]).fetchone()[0]
+
+
+def _granted(dbapi: Any, database: str | None) -> FilePermissions:
+    """What the locked instance allows, less the database's own files, which DuckDB adds itself."""
+    own = (database or "\0",)
+    paths, directories = (
+        tuple(p for p in _setting(dbapi, n) or [] if not p.startswith(own))
+        for n in ("allowed_paths", "allowed_directories")
+    )
+    return FilePermissions(paths, directories)
 
 
 @dataclass(slots=True)
@@ -126,23 +158,35 @@ class ModelStream:
 
 
 @contextmanager
-def read_model(url: str, sql: str, chunk_rows: int = CHUNK_ROWS) -> Iterator[ModelStream]:
-    """Run the model in a transaction that is never committed and stream its rows."""
-    statement = check_read_only(sql)
-    engine = create_engine(url)
+def read_model(
+    url: str, sql: str, chunk_rows: int = CHUNK_ROWS, *, read_files: Sequence[str] = ()
+) -> Iterator[ModelStream]:
+    """Run the model in a transaction that is never committed and stream its rows.
+
+    Only the one statement `check_read_only` accepted runs. On PostgreSQL it runs through a
+    server-side cursor, which PostgreSQL prepares as one statement ("cannot insert multiple
+    commands into a prepared statement"); SQLite's driver runs one statement per call; DuckDB gets
+    the statement its own parser cut out. `read_files` are the files a DuckDB model may read.
+    """
+    engine = create_engine(url, read_files)  # first, so a bad URL is told as one
+    statement = check_read_only(sql, url)
     try:
         with _errors(url), engine.connect() as conn:
-            _make_read_only(conn)
-            result = conn.execution_options(stream_results=True, yield_per=chunk_rows).exec_driver_sql(
-                statement.sql
-            )
-            if not result.returns_rows:
-                raise WarehouseError("the model returned no result set: write a SELECT")
+            result = execute_read_only(conn, statement.sql, chunk_rows)
             columns = list(result.keys())
             yield ModelStream(columns, _chunks(result, url, chunk_rows))
             conn.rollback()
     finally:
         engine.dispose()
+
+
+def execute_read_only(conn: Connection, sql: str, chunk_rows: int = CHUNK_ROWS) -> sa.CursorResult[Any]:
+    """Run one checked statement, streamed, with the engine's own read-only guard on."""
+    _make_read_only(conn)
+    result = conn.execution_options(stream_results=True, yield_per=chunk_rows).exec_driver_sql(sql)
+    if not result.returns_rows:
+        raise WarehouseError("the model returned no result set: write a SELECT")
+    return result
 
 
 def _chunks(result: sa.CursorResult[Any], url: str, rows: int) -> Iterator[Sequence[Sequence[Any]]]:
@@ -158,9 +202,9 @@ def _make_read_only(conn: Connection) -> None:
         conn.exec_driver_sql("SET TRANSACTION READ ONLY")
     elif dialect == "sqlite":
         conn.exec_driver_sql("PRAGMA query_only = ON")
-    elif dialect == "duckdb":
-        # DuckDB draws a progress bar on stdout for queries over 2 s: it would corrupt --json.
-        conn.exec_driver_sql("SET enable_progress_bar = false")
+    elif dialect in ("mysql", "mariadb", "redshift"):
+        # Applies to the transaction the model's statement starts (autocommit is off).
+        conn.exec_driver_sql("SET TRANSACTION READ ONLY")
 
 
 @contextmanager
@@ -181,6 +225,12 @@ def _words(exc: DBAPIError, url: str) -> str:
     first = lines[0] if exc.connection_invalidated else " — ".join(lines[:2])
     if isinstance(exc, sa.exc.OperationalError) and _is_connect_error(text):
         return f"cannot connect to the warehouse at {describe_url(url)}: {first}"
+    if denied := _DENIED.search(text):
+        return (
+            f"the model reads {denied['path']}, which the sync does not allow: DuckDB models read no "
+            "file, folder or URL unless it is listed in [source].read_files of the sync file (or in "
+            "the warehouse's Files the models may read, in the app)"
+        )
     return f"the warehouse refused the model: {first}"
 
 
@@ -228,12 +278,12 @@ class Sample:
     seconds: float
 
 
-def sample(url: str, sql: str, limit: int = 200) -> Sample:
+def sample(url: str, sql: str, limit: int = 200, *, read_files: Sequence[str] = ()) -> Sample:
     """Run a model to the end, keeping its first `limit` rows (for grids and previews)."""
     started = time.monotonic()
     rows: list[tuple[Any, ...]] = []
     count = 0
-    with read_model(url, sql) as stream:
+    with read_model(url, sql, read_files=read_files) as stream:
         for chunk in stream.chunks:
             count += len(chunk)
             rows.extend(tuple(r) for r in chunk[: max(0, limit - len(rows))])

@@ -105,7 +105,7 @@ def _show_result(result: warehouse.Sample | AmpSyncError | None) -> None:
 
 
 def _save(name: str, warehouse_name: str, sql: str) -> None:
-    warehouse.check_read_only(sql)
+    warehouse.check_read_only(sql, ws.get(Warehouse, warehouse_name).url.reveal())
     name, previous = name.strip(), state.model_loaded
     ws.save(SavedModel(name, warehouse_name, sql), previous_name=previous)
     renamed = previous is not None and previous != name

@@ -1,52 +1,13 @@
-"""Models run read-only, one statement, streamed in chunks, with errors in the database's words."""
+"""Models are streamed in chunks, with errors in the database's words (what may run: test_read_only.py)."""
 
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 from support import Warehouse
 
 from amp_sync.errors import WarehouseError
-from amp_sync.warehouse import check_read_only, describe_url, read_model, sample
-
-
-@pytest.mark.parametrize(
-    "sql",
-    [
-        "select 1",
-        "  SELECT a FROM t;  ",
-        "with x as (select 1 as a) select * from x",
-        "select 'insert into t values (1)' as s -- delete everything\n",
-        'select "update" from t /* drop table t; */',
-        "select $$drop table t$$ as s",
-        "select created_at, is_deleted, updated_by from t",
-    ],
-)
-def test_read_only_models_are_accepted(sql: str) -> None:
-    assert check_read_only(sql).sql.lower().startswith(("select", "with"))
-
-
-@pytest.mark.parametrize(
-    ("sql", "words"),
-    [
-        ("", "empty"),
-        ("-- just a comment", "empty"),
-        ("select 1; select 2", "several statements"),
-        ("select 1; drop table users", "several statements"),
-        ("delete from users", "not DELETE"),
-        ("update users set plan = 'x'", "not UPDATE"),
-        ("insert into users values (1)", "not INSERT"),
-        ("create table x as select 1", "not CREATE"),
-        ("drop table users", "not DROP"),
-        ("pragma table_info(users)", "not PRAGMA"),
-        ("with d as (delete from users returning *) select * from d", "contains DELETE"),
-        ("select * into backup from users", "contains INTO"),
-        ("select * from users for update", "contains UPDATE"),
-        ("attach 'x.db' as x", "not ATTACH"),
-    ],
-)
-def test_anything_that_could_write_is_refused(sql: str, words: str) -> None:
-    with pytest.raises(WarehouseError, match=words):
-        check_read_only(sql)
+from amp_sync.warehouse import create_engine, describe_url, execute_read_only, read_model, sample
 
 
 def test_rows_stream_in_chunks(warehouse: Warehouse) -> None:
@@ -70,12 +31,15 @@ def test_the_model_never_commits(warehouse: Warehouse) -> None:
 def test_postgres_runs_the_model_in_a_read_only_transaction(postgres) -> None:
     wh = Warehouse("postgresql", postgres.create_database("readonly_check"))
     wh.execute("create sequence s")
-    with pytest.raises(WarehouseError, match="read-only transaction"):
+    with pytest.raises(WarehouseError, match="calls nextval"):
         sample(wh.url, "select nextval('s')")
+    engine = create_engine(wh.url)  # past the parser, the transaction itself refuses the write
+    with engine.connect() as conn, pytest.raises(sa.exc.DBAPIError, match="read-only transaction"):
+        execute_read_only(conn, "select nextval('s')")
+    engine.dispose()
 
 
 def test_sqlite_connections_refuse_writes_as_a_second_guard(sqlite_warehouse: Warehouse) -> None:
-    import sqlalchemy as sa
 
     from amp_sync.warehouse import _make_read_only, create_engine
 
@@ -93,7 +57,6 @@ def test_sqlite_connections_refuse_writes_as_a_second_guard(sqlite_warehouse: Wa
     [
         ("select * from no_such_table", "no such table"),
         ("select nope from n", "no such column"),
-        ("select from where", "syntax error"),
     ],
 )
 def test_database_errors_are_shown_in_its_words(sqlite_warehouse: Warehouse, sql: str, words: str) -> None:
