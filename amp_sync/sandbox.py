@@ -17,6 +17,16 @@ request holding an id that has reached it gets Amplitude's 429 with `exceeded_da
 `exceeded_daily_quota_devices`, and nothing of it is applied. It is off by default, as Amplitude
 enforces it only on ids it flags as spamming; events count from when it is set. Set faults at
 start, with `Sandbox.set_faults`, or over HTTP at /sandbox/faults (`set_faults`, `get_faults`).
+
+It serves this machine, not the web pages its browser opens. A request whose Host header names
+neither a loopback address (localhost, 127.x.y.z, [::1]), nor the host the sandbox was started on,
+nor the address the connection arrived on gets a 403, so a page cannot reach it by pointing its own
+DNS name at it; so does a request with an Origin that is not a loopback origin. POSTs to
+/sandbox/faults, /sandbox/reset and /sandbox/inactive also need the header `X-Amp-Sync-Sandbox:
+control` (`CONTROL_HEADERS`), which a page cannot send to another origin without a CORS preflight
+that the sandbox never approves; `set_faults`, `get_faults` and `fetch` send it. A connection that
+sends nothing for `idle_timeout` seconds (30) is closed. Properties nested deeper than 40 levels
+are refused as Amplitude refuses them, and a request is applied whole or not at all.
 """
 
 from __future__ import annotations
@@ -25,7 +35,9 @@ import contextlib
 import copy
 import gc
 import hmac
+import ipaddress
 import json
+import math
 import random
 import re
 import socket
@@ -35,12 +47,14 @@ import urllib.error
 import urllib.request
 from base64 import b64decode
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
+from email.message import Message
 from enum import StrEnum
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, cast
+from types import MappingProxyType
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qs, urlsplit
 
 from amp_sync.errors import DestinationError
@@ -57,6 +71,15 @@ MAX_STRING_LENGTH = 1024
 MAX_EVENTS = 2000
 MAX_GROUP_IDENTIFICATIONS = 1024
 BATCH_MAX_BODY_BYTES = 20_000_000
+# "Object depth may not exceed 40 layers" (https://amplitude.com/docs/apis/analytics/http-v2): a
+# properties object is layer 1, an object or array in it layer 2, and so on.
+MAX_PROPERTY_DEPTH = 40
+
+# The local-server rules (see the module docstring).
+CONTROL_HEADER, CONTROL_VALUE = "X-Amp-Sync-Sandbox", "control"
+CONTROL_HEADERS: Mapping[str, str] = MappingProxyType({CONTROL_HEADER: CONTROL_VALUE})
+CONTROL_PATHS = frozenset({"/sandbox/faults", "/sandbox/reset", "/sandbox/inactive"})
+DEFAULT_IDLE_TIMEOUT = 30.0
 
 # Ids Amplitude refuses with a 400 (amplitude-api.md §2 "IDs"); matched after strip, any case.
 JUNK_IDS = frozenset(
@@ -96,6 +119,8 @@ GROUP_OPERATIONS = frozenset({"$set", "$setOnce", "$add", "$append", "$prepend",
 # Identify calls are not events: Amplitude lists neither as an event type.
 _IDENTIFY_EVENT_TYPES = frozenset({"$identify", "$groupidentify"})
 _ID_FIELDS = ("user_id", "device_id")
+_USER_FIELD = ("user_properties",)
+_OPERATION_FIELDS = ("user_properties", "group_properties")
 
 JSON = dict[str, Any]
 # (invalid field names, missing field names) of one item
@@ -199,19 +224,39 @@ def _apply_operations(current: JSON, operations: JSON) -> JSON:
 # --- validation (pure) ----------------------------------------------------------------------
 
 
-def _too_long(values: Iterable[object]) -> bool:
-    """Whether any string among `values`, or in a list or dict in them, is over 1,024 characters."""
-    # One call per container, not per value: this runs on every property of every item.
-    for value in values:
-        if isinstance(value, str):
-            if len(value) > MAX_STRING_LENGTH:
-                return True
-        elif isinstance(value, list):
-            if _too_long(value):
-                return True
-        elif isinstance(value, dict) and _too_long(value.values()):
-            return True
+def _beyond_limits(values: Iterable[object], depth: int, max_length: float) -> bool:
+    """Whether a string among `values`, or in the lists and dicts in them, is over `max_length`
+    characters, or those lists and dicts nest past MAX_PROPERTY_DEPTH; what holds `values` is at `depth`.
+    """
+    # A loop over a stack, not recursion: json.loads takes nesting almost as deep as the recursion
+    # limit, and a recursive walk of it would raise RecursionError halfway through a request. It
+    # runs on every property of every item, hence one isinstance per type and no union types.
+    stack: list[tuple[Iterable[object], int]] = [(values, depth)]
+    while stack:
+        group, level = stack.pop()
+        for value in group:
+            if isinstance(value, str):
+                if len(value) > max_length:
+                    return True
+            elif isinstance(value, dict):
+                if level >= MAX_PROPERTY_DEPTH:
+                    return True
+                stack.append((value.values(), level + 1))
+            elif isinstance(value, list):
+                if level >= MAX_PROPERTY_DEPTH:
+                    return True
+                stack.append((value, level + 1))
     return False
+
+
+def _over_limits(values: Iterable[object]) -> bool:
+    """Whether the values of a properties object hold a string over 1,024 characters or nest past 40."""
+    return _beyond_limits(values, 1, MAX_STRING_LENGTH)
+
+
+def _too_deep(value: object) -> bool:
+    """Whether `value`, a list or dict being layer 1, nests past 40 layers."""
+    return _beyond_limits((value,), 0, math.inf)
 
 
 def _operations_valid(operations: JSON) -> bool:
@@ -220,7 +265,7 @@ def _operations_valid(operations: JSON) -> bool:
     for operation, values in operations.items():
         if operation == "$clearAll":
             continue  # its value is a placeholder, usually "-"
-        if not isinstance(values, dict) or not seen.isdisjoint(values) or _too_long(values.values()):
+        if not isinstance(values, dict) or not seen.isdisjoint(values) or _over_limits(values.values()):
             return False
         if operation == "$add" and not all(_is_number(v) for v in values.values()):
             return False
@@ -308,7 +353,7 @@ def _event_property_faults(event: JSON) -> list[str]:
     if event.get("event_type") == "$identify":
         valid = props is None or _properties_valid(props, USER_OPERATIONS)
     else:  # operations only count on $identify; elsewhere user_properties is a plain dict
-        valid = props is None or (isinstance(props, dict) and not _too_long(props.values()))
+        valid = props is None or (isinstance(props, dict) and not _over_limits(props.values()))
     faults += [] if valid else ["user_properties"]
     if event.get("event_type") == "$groupidentify":
         faults += [] if _valid_groups(event.get("groups")) else ["groups"]
@@ -316,6 +361,18 @@ def _event_property_faults(event: JSON) -> list[str]:
         if group_props is not None and not _properties_valid(group_props, GROUP_OPERATIONS):
             faults.append("group_properties")
     return faults
+
+
+def _deep_fields(event: JSON) -> list[str]:
+    """The fields nested past 40 layers, but for properties that _event_property_faults checks."""
+    # Those hold operations, whose own layer does not count.
+    checked = _OPERATION_FIELDS if event.get("event_type") == "$groupidentify" else _USER_FIELD
+    containers = (dict, list)  # a tuple: isinstance takes it faster than a union, on every field
+    return [
+        name
+        for name, value in event.items()
+        if isinstance(value, containers) and name not in checked and _too_deep(value)
+    ]
 
 
 def _event_faults(event: JSON, min_length: int) -> _FieldFaults:
@@ -329,7 +386,9 @@ def _event_faults(event: JSON, min_length: int) -> _FieldFaults:
         invalid.append("event_type")
     if "time" in event and not _is_int(event["time"]):
         invalid.append("time")  # ms since epoch only; ISO strings get a 400
-    return invalid + _event_property_faults(event), missing
+    invalid += _event_property_faults(event)
+    invalid += [name for name in _deep_fields(event) if name not in invalid]  # "groups" can be both
+    return invalid, missing
 
 
 def _min_id_length(options: object) -> int:
@@ -416,6 +475,11 @@ class Faults:
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise ValueError(f"unknown settings {', '.join(unknown)}; the known ones: {', '.join(known)}")
+        # Refused before the checks, whose messages show each value: showing a deeply nested one
+        # would recurse as deep as it nests.
+        nested = sorted(name for name, value in data.items() if isinstance(value, list | dict))
+        if nested:
+            raise ValueError(f"{', '.join(nested)} must be numbers, not JSON arrays or objects")
         return cls(**data)
 
     def to_json(self) -> JSON:
@@ -628,6 +692,25 @@ class _DailyCounts:
                     del counts[old]  # out of the window: forgotten, so memory stays bounded
 
 
+@dataclass(frozen=True, slots=True)
+class _Saved:
+    """The parts of a store that one request can change, as they were before it."""
+
+    users: dict[str, _Profile | None]
+    devices: dict[str, _Profile | None]
+    groups: dict[tuple[str, str], JSON | None]
+    profiles: list[tuple[_Profile, JSON, list[str]]]  # (profile, its properties, its device ids)
+    events: int
+
+
+class _Unappliable(Exception):
+    """An item that cannot be applied to what the store holds, such as a $add past a float's range."""
+
+    def __init__(self, index: int, field: str) -> None:
+        super().__init__(f"item {index}: {field} cannot be applied")
+        self.index, self.field = index, field
+
+
 def _ids(event: JSON) -> list[tuple[str, str]]:
     """(field, id) of each user_id and device_id an event holds."""
     return [(name, event[name]) for name in _ID_FIELDS if isinstance(event.get(name), str)]
@@ -711,8 +794,9 @@ class SandboxStore:
             return self._by_user.get(user_id)
         return self._by_device.get(device_id) if device_id is not None else None
 
-    # The methods below take items the server has already validated. Validation reads only the
-    # request, so holding the lock while applying keeps each request atomic.
+    # The methods below take items the server has already validated, and apply them under the lock
+    # whole or not at all: validation reads only the request, so an item can still fail against
+    # what the store holds (a $add past a float's range), and then the items before it are undone.
 
     def _record(
         self, path: str, status: int | None, items: int, fault: Fault | None = None, delay: float = 0.0
@@ -725,19 +809,26 @@ class SandboxStore:
         with self._lock:
             self._requests.append(entry)
 
-    def _apply_identifications(self, items: Iterable[JSON]) -> None:
-        with self._lock:
-            for item in items:
-                profile = self._resolve(item.get("user_id"), item.get("device_id"))
-                props = item.get("user_properties") or {}
-                self._update(profile, _operations(props))
+    def _apply_identifications(self, items: list[JSON]) -> None:
+        """Apply every /identify item, or none (_Unappliable names the one that failed)."""
+        with self._lock, self._all_or_nothing(items):
+            for index, item in enumerate(items):
+                try:
+                    profile = self._resolve(item.get("user_id"), item.get("device_id"))
+                    self._update(profile, _operations(item.get("user_properties") or {}))
+                except ArithmeticError as exc:
+                    raise _Unappliable(index, "user_properties") from exc
 
-    def _apply_group_identifications(self, items: Iterable[JSON]) -> None:
-        with self._lock:
-            for item in items:
-                props = item.get("group_properties") or {}
-                operations = _operations(props)
-                self._update_group(item["group_type"], item["group_value"], operations)
+    def _apply_group_identifications(self, items: list[JSON]) -> None:
+        """Apply every /groupidentify item, or none (_Unappliable names the one that failed)."""
+        keys = [(item["group_type"], item["group_value"]) for item in items]
+        with self._lock, self._all_or_nothing([], keys):  # groups only: no profile changes
+            for index, item in enumerate(items):
+                try:
+                    operations = _operations(item.get("group_properties") or {})
+                    self._update_group(item["group_type"], item["group_value"], operations)
+                except ArithmeticError as exc:
+                    raise _Unappliable(index, "group_properties") from exc
 
     def _ingest(self, events: list[JSON], daily_quota: int | None = None) -> int | _OverQuota:
         """Store new events and apply their properties; returns the server time in ms.
@@ -747,17 +838,67 @@ class SandboxStore:
         """
         with self._lock:
             now = self._clock()
-            if daily_quota is not None:
-                over = self._daily.over(events, daily_quota, now)
-                if over is not None:
-                    return over
-                self._daily.add(events, now)
+            over = None if daily_quota is None else self._daily.over(events, daily_quota, now)
+            if over is not None:
+                return over
             received = int(now * 1000)
-            for event in events:
-                if not self._is_duplicate(event.get("insert_id")):
-                    self._events.append({**event, "server_received_time": received})
-                    self._apply_event(event)
+            keys = [key for event in events for key in _event_groups(event)]
+            with self._all_or_nothing(events, keys):
+                self._store_events(events, received)
+            if daily_quota is not None:  # counted once the request is in
+                self._daily.add(events, now)
             return received
+
+    def _store_events(self, events: list[JSON], received: int) -> None:
+        for index, event in enumerate(events):
+            if self._is_duplicate(event.get("insert_id")):
+                continue
+            self._events.append({**event, "server_received_time": received})
+            try:
+                self._apply_event(event)
+            except ArithmeticError as exc:
+                groups = event["event_type"] == "$groupidentify"
+                raise _Unappliable(index, "group_properties" if groups else "user_properties") from exc
+
+    @contextlib.contextmanager
+    def _all_or_nothing(
+        self, items: list[JSON], group_keys: Iterable[tuple[str, str]] = ()
+    ) -> Iterator[None]:
+        """Apply a request's `items` inside: if that raises, the store is put back as it was."""
+        saved = self._save(items, group_keys)
+        try:
+            yield
+        except BaseException:  # whatever it is, half a request must not stay applied
+            self._restore(saved)
+            raise
+
+    def _save(self, items: list[JSON], group_keys: Iterable[tuple[str, str]]) -> _Saved:
+        """What applying `items` can change, as it is now.
+
+        Applying an item changes only the profiles its ids lead to (or new ones) and the groups it
+        names, so those, with the length of the event list, are all that _restore needs.
+        """
+        ids = [key for item in items for key in _ids(item)]
+        users = {value: self._by_user.get(value) for name, value in ids if name == "user_id"}
+        devices = {value: self._by_device.get(value) for name, value in ids if name == "device_id"}
+        found = {id(p): p for p in (*users.values(), *devices.values()) if p is not None}
+        profiles = [(p, p.properties, list(p.device_ids)) for p in found.values()]
+        groups = {key: self._groups.get(key) for key in group_keys}
+        return _Saved(users, devices, groups, profiles, len(self._events))
+
+    def _restore(self, saved: _Saved) -> None:
+        """Undo everything applied since `saved` was taken."""
+        for event in self._events[saved.events :]:
+            insert_id = event.get("insert_id")
+            if isinstance(insert_id, str):  # each stored event added its insert_id, if it had one
+                self._insert_ids.discard(insert_id)
+        del self._events[saved.events :]
+        _put_back(self._by_user, saved.users)
+        _put_back(self._by_device, saved.devices)
+        _put_back(self._groups, saved.groups)
+        for profile, properties, device_ids in saved.profiles:
+            # Operations replace a profile's properties dict, never change it, so the old one is intact.
+            profile.properties, profile.device_ids = properties, device_ids
 
     def _event_list(self) -> list[JSON]:
         """Event types with totals and activity, as GET /api/2/events/list lists them."""
@@ -788,9 +929,8 @@ class SandboxStore:
     def _apply_event(self, event: JSON) -> None:
         if event["event_type"] == "$groupidentify":
             operations = _operations(event.get("group_properties") or {})
-            for kind, values in event["groups"].items():
-                for value in _as_list(values):
-                    self._update_group(kind, value, operations)
+            for kind, value in _event_groups(event):
+                self._update_group(kind, value, operations)
             return
         profile = self._resolve(event.get("user_id"), event.get("device_id"))
         self._update(profile, _event_operations(event))
@@ -833,6 +973,26 @@ class SandboxStore:
             current.device_ids.remove(device_id)  # a shared device follows its latest user
         profile.device_ids.append(device_id)
         self._by_device[device_id] = profile
+
+
+def _event_groups(event: JSON) -> list[tuple[str, str]]:
+    """The (group type, group value) pairs a validated $groupidentify event sets; none for others."""
+    if event["event_type"] != "$groupidentify":
+        return []
+    return [(kind, value) for kind, values in event["groups"].items() for value in _as_list(values)]
+
+
+_Key = TypeVar("_Key")
+_Value = TypeVar("_Value")
+
+
+def _put_back(table: dict[_Key, _Value], saved: dict[_Key, _Value | None]) -> None:
+    """Give each key of `saved` its saved value again, or none (None: it had none)."""
+    for key, value in saved.items():
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = value
 
 
 def _event_operations(event: JSON) -> JSON | None:
@@ -880,6 +1040,7 @@ class _App:
     limits: dict[str, _Limits]
     max_body_bytes: int
     faults: _FaultDice
+    host: str  # the host it was started on, as a Host header names it: lower case, no brackets
 
     def body_limit(self, path: str, draw: _Draw) -> int:
         if draw.max_body_bytes is not None:
@@ -896,14 +1057,27 @@ def _too_large(items: int = 0) -> _Reply:
     return _Reply(413, {"code": 413, "error": "Payload too large"}, items)
 
 
+class _NestedTooDeep:
+    """What _parse_json answers for JSON nested deeper than json.loads can go."""
+
+
+_TOO_DEEP = _NestedTooDeep()
+
+
 def _parse_json(data: str | bytes | None) -> Any:
-    """The decoded JSON value, or None when `data` is absent or not JSON."""
+    """The decoded JSON value; None when `data` is absent or not JSON, _TOO_DEEP when too deep."""
     if not data:
         return None
     try:
         return json.loads(data)
-    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+    except RecursionError:  # it recurses once per level, and gives up near the recursion limit
+        return _TOO_DEEP
+    except ValueError:
         return None
+
+
+def _too_deep_json() -> _Reply:
+    return _error(400, f"Invalid JSON: nested too deep (Amplitude takes {MAX_PROPERTY_DEPTH} layers at most)")
 
 
 def _json_object(data: bytes) -> JSON | None:
@@ -937,9 +1111,8 @@ def _multipart(body: bytes) -> dict[str, str]:
     return fields
 
 
-def _identifications(text: str | None) -> list[JSON] | None:
-    """The `identification` field as a list of objects, or None if missing or malformed."""
-    parsed = _parse_json(text)
+def _identifications(parsed: Any) -> list[JSON] | None:
+    """The parsed `identification` field as a list of objects, or None if missing or malformed."""
     items = [parsed] if isinstance(parsed, dict) else parsed
     return items if _is_object_list(items) and items else None
 
@@ -948,7 +1121,9 @@ def _key_refusal(app: _App, api_key: object) -> _Reply | None:
     """Amplitude's 400 for a missing or unknown API key; None when the key is accepted."""
     if not api_key:
         return _error(400, "Request missing required field", missing_field="api_key")
-    if not isinstance(api_key, str) or api_key not in app.api_keys:
+    if not isinstance(api_key, str):  # not shown: a deeply nested value would recurse to be shown
+        return _error(400, "Invalid API key: not a string")
+    if api_key not in app.api_keys:
         return _error(400, f"Invalid API key: {api_key}")
     return None
 
@@ -963,15 +1138,23 @@ def _rejection(items: list[JSON], faults_of: Callable[[JSON], _FieldFaults]) -> 
             invalid.setdefault(name, []).append(index)
         for name in absent:
             missing.setdefault(name, []).append(index)
-    if not invalid and not missing:
-        return None
+    return _refused(invalid, missing, len(items)) if invalid or missing else None
+
+
+def _refused(invalid: dict[str, list[int]], missing: dict[str, list[int]], items: int) -> _Reply:
+    """Amplitude's 400 for bad items: the indexes of the items with each bad or missing field."""
     body = {
         "code": 400,
         "error": "Invalid field values on some events",
         "events_with_invalid_fields": invalid,
         "events_with_missing_fields": missing,
     }
-    return _Reply(400, body, len(items))
+    return _Reply(400, body, items)
+
+
+def _not_applied(exc: _Unappliable, items: int) -> _Reply:
+    """The 400 naming the item that could not be applied; the store has undone those before it."""
+    return _refused({exc.field: [exc.index]}, {}, items)
 
 
 def _form_endpoint(
@@ -985,7 +1168,10 @@ def _form_endpoint(
     refused = _key_refusal(app, form.get("api_key"))
     if refused:
         return refused
-    items = _identifications(form.get("identification"))
+    parsed = _parse_json(form.get("identification"))
+    if parsed is _TOO_DEEP:
+        return _too_deep_json()
+    items = _identifications(parsed)
     if items is None:
         return _error(400, "missing_event")
     if len(items) > app.limits[request.path].items:
@@ -993,7 +1179,10 @@ def _form_endpoint(
     rejection = _rejection(items, faults_of)
     if rejection:
         return rejection
-    apply(items)
+    try:
+        apply(items)
+    except _Unappliable as exc:
+        return _not_applied(exc, len(items))
     return _Reply(200, "success", len(items))
 
 
@@ -1005,11 +1194,21 @@ def _handle_group_identify(app: _App, request: _Request) -> _Reply:
     return _form_endpoint(app, request, _group_faults, app.store._apply_group_identifications)
 
 
+def _events_payload(request: _Request) -> JSON | _Reply:
+    """The JSON object of an HTTP V2 or Batch body, or the 400 that refuses the body."""
+    parsed = _parse_json(request.body)
+    if isinstance(parsed, dict):
+        return parsed
+    if parsed is _TOO_DEEP:
+        return _too_deep_json()
+    return _error(400, "Invalid JSON request body" if request.body else "Missing request body")
+
+
 def _handle_events(app: _App, request: _Request) -> _Reply:
     """/2/httpapi and /batch: a JSON body {api_key, events, options}."""
-    payload = _json_object(request.body)
-    if payload is None:
-        return _error(400, "Invalid JSON request body" if request.body else "Missing request body")
+    payload = _events_payload(request)
+    if isinstance(payload, _Reply):
+        return payload
     refused = _key_refusal(app, payload.get("api_key"))
     if refused:
         return refused
@@ -1024,7 +1223,10 @@ def _handle_events(app: _App, request: _Request) -> _Reply:
     rejection = _rejection(events, partial(_event_faults, min_length=min_length))
     if rejection:
         return rejection
-    received = app.store._ingest(events, app.faults.get().daily_quota)
+    try:
+        received = app.store._ingest(events, app.faults.get().daily_quota)
+    except _Unappliable as exc:
+        return _not_applied(exc, len(events))
     if isinstance(received, _OverQuota):
         return _over_quota(request.path, len(events), received)
     # events_ingested counts every event sent, duplicates of earlier insert_ids included: that is
@@ -1151,7 +1353,7 @@ def _respond(app: _App, method: str, request: _Request, too_large: bool) -> _Rep
 def _request_items(request: _Request) -> list[JSON]:
     """The identifications or events of an ingestion request; empty when malformed."""
     if request.path in ("/identify", "/groupidentify"):
-        return _identifications(_form(request.body).get("identification")) or []
+        return _identifications(_parse_json(_form(request.body).get("identification"))) or []
     events = (_json_object(request.body) or {}).get("events")
     return cast(list[JSON], events) if _is_object_list(events) else []
 
@@ -1198,6 +1400,68 @@ def _is_inspection(path: str) -> bool:
     return path == "/health" or path.startswith("/sandbox/")
 
 
+# --- local-server rules (see the module docstring) -------------------------------------------
+
+# A Host header: "[v6]" or a name or IPv4 address, each with an optional port, or a bare IPv6 address.
+_HOST = re.compile(
+    r"\[(?P<bracketed>[^\]]*)\](?::\d*)?|(?P<name>[^:\[\]]+)(?::\d*)?|(?P<bare>[0-9a-f:.]+)", re.ASCII
+)
+
+
+def _host_name(header: str) -> str | None:
+    """The host a Host header names, without brackets or port ("[::1]:8766" -> "::1"); None if malformed."""
+    match = _HOST.fullmatch(header.strip().lower())
+    if match is None:
+        return None
+    return match["bracketed"] or match["name"] or match["bare"] or None
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether a host name or address can only mean this machine: localhost, 127.x.y.z, ::1."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name, not an address
+        return False
+
+
+def _foreign_origin(origin: str) -> bool:
+    """Whether an Origin header names anything but a page served from a loopback address."""
+    try:
+        url = urlsplit(origin.strip())
+        host = url.hostname
+    except ValueError:  # such as an unclosed "["
+        return True
+    return url.scheme not in ("http", "https") or host is None or not _is_loopback(host)
+
+
+def _refusal(method: str, path: str, headers: Message, hosts: tuple[str, ...]) -> _Reply | None:
+    """The 403 for a request that a web page could have sent, or None to serve it.
+
+    `hosts` are the names, besides loopback ones, that a Host header may give: the host the
+    sandbox was started on and the address the connection arrived on.
+    """
+    host = headers.get("Host") or ""
+    name = _host_name(host)
+    if name is None or not (_is_loopback(name) or name in hosts):
+        return _error(
+            403,
+            f"Host {host!r} is not this machine: send requests to localhost, 127.0.0.1, [::1] or the "
+            "address the sandbox listens on (a web page could point a name of its own at it)",
+        )
+    origin = headers.get("Origin")
+    if origin is not None and _foreign_origin(origin):
+        return _error(403, f"Web pages from {origin} may not use the sandbox; only loopback origins may")
+    if method == "POST" and path in CONTROL_PATHS and headers.get(CONTROL_HEADER) != CONTROL_VALUE:
+        return _error(
+            403,
+            f"{path} changes the sandbox: send the header {CONTROL_HEADER}: control, which a web page "
+            "cannot send (amp_sync.sandbox.set_faults and the app send it)",
+        )
+    return None
+
+
 def _content_length(header: str | None) -> int:
     try:
         return max(int(header or 0), 0)
@@ -1231,20 +1495,36 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
 
+    def do_OPTIONS(self) -> None:
+        # A browser's CORS preflight: answered without any Access-Control-Allow-* header, so refused.
+        self._dispatch("OPTIONS")
+
     def log_message(self, format: str, *args: Any) -> None:
         """Write nothing: the request line can carry an API key in its query string."""
+
+    def setup(self) -> None:
+        super().setup()
+        # Every read and write of the connection times out: a client that connects and then sends
+        # nothing, or half a request, is dropped when it runs out instead of holding a thread.
+        self.connection.settimeout(cast(_Server, self.server).idle_timeout)
 
     def _dispatch(self, method: str) -> None:
         app = cast(_Server, self.server).app
         url = urlsplit(self.path)
         path = url.path.rstrip("/") or "/"
+        local_address = str(self.connection.getsockname()[0])
+        refusal = _refusal(method, path, self.headers, (app.host, local_address))
+        if refusal is None:
+            self._serve(app, method, path, url.query)
+        else:  # not recorded: it never reached the Amplitude API that the sandbox stands in for
+            self._read_body(app.body_limit(path, _Draw()))  # read, so the connection stays in step
+            self._send(refusal)
+
+    def _serve(self, app: _App, method: str, path: str, query: str) -> None:
         draw = app.faults.draw() if method == "POST" and path in INGESTION_PATHS else _Draw()
         body = self._read_body(app.body_limit(path, draw))
-        if self.headers.get("Transfer-Encoding"):
-            # A chunked body is not read (Content-Length is 0), so what follows is no request.
-            self.close_connection = True
         auth = self.headers.get("Authorization")
-        request = _Request(path, parse_qs(url.query), auth, body or b"")
+        request = _Request(path, parse_qs(query), auth, body or b"")
         if draw.delay:
             time.sleep(draw.delay)  # the injected slow answer: this thread is the "network"
         reply, fault = _answer(app, method, request, body is None, draw)
@@ -1264,6 +1544,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self, limit: int) -> bytes | None:
         """The request body, or None when it is over `limit` bytes."""
+        if self.headers.get("Transfer-Encoding"):
+            # A chunked body is not read (Content-Length is 0), so what follows is no request.
+            self.close_connection = True
         length = _content_length(self.headers.get("Content-Length"))
         if length <= limit:
             return self.rfile.read(length)
@@ -1296,9 +1579,10 @@ class _Server(ThreadingHTTPServer):
     # once, and each dropped one then waits a 1 s SYN retry.
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], app: _App) -> None:
+    def __init__(self, address: tuple[str, int], app: _App, idle_timeout: float) -> None:
         super().__init__(address, _Handler)
         self.app = app
+        self.idle_timeout = idle_timeout
 
 
 class Sandbox:
@@ -1314,7 +1598,10 @@ class Sandbox:
         max_events: int = MAX_EVENTS,
         faults: Faults | None = None,
         clock: Callable[[], float] = time.time,
+        *,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
     ) -> None:
+        """Bind at `host`:`port` (0: any free port); `idle_timeout` seconds of silence close a connection."""
         self.store = SandboxStore(clock)
         self._faults = _FaultDice(faults or Faults())
         keys: dict[str, str | None] = (
@@ -1326,8 +1613,8 @@ class Sandbox:
             "/2/httpapi": _Limits(max_events, max_body_bytes),
             "/batch": _Limits(max_events, BATCH_MAX_BODY_BYTES),
         }
-        app = _App(self.store, keys, limits, max_body_bytes, self._faults)
-        self._server = _Server((host, port), app)
+        app = _App(self.store, keys, limits, max_body_bytes, self._faults, host.strip("[]").lower())
+        self._server = _Server((host, port), app, idle_timeout)
         self.url = f"http://{host}:{self._server.server_port}"
         self._thread: threading.Thread | None = None
 
@@ -1390,26 +1677,29 @@ def fetch(base_url: str, what: str = "profiles", timeout: float = 5.0) -> list[J
     """Read a running sandbox's profiles, events, groups or requests over HTTP."""
     if what not in ("profiles", "events", "groups", "requests"):
         raise ValueError(f"unknown sandbox listing {what!r}")
-    url = f"{base_url.rstrip('/')}/sandbox/{what}"
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
+    request = _control_request(f"{base_url.rstrip('/')}/sandbox/{what}")
+    with urllib.request.urlopen(request, timeout=timeout) as resp:
         data = json.loads(resp.read())
     return list(data)
 
 
 def get_faults(base_url: str, timeout: float = 5.0) -> Faults:
     """The failures a running sandbox injects now (GET /sandbox/faults); DestinationError if none."""
-    return _call_faults(urllib.request.Request(_faults_url(base_url)), base_url, timeout)
+    return _call_faults(_control_request(_faults_url(base_url)), base_url, timeout)
 
 
 def set_faults(base_url: str, faults: Faults, timeout: float = 5.0) -> Faults:
     """Make a running sandbox inject `faults` (Faults() for none); returns what it now injects."""
-    request = urllib.request.Request(
-        _faults_url(base_url),
-        data=json.dumps(faults.to_json()).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
+    request = _control_request(_faults_url(base_url), faults.to_json())
     return _call_faults(request, base_url, timeout)
+
+
+def _control_request(url: str, body: JSON | None = None) -> urllib.request.Request:
+    """A GET, or a POST of `body`, with the header that tells the sandbox no web page sent it."""
+    if body is None:
+        return urllib.request.Request(url, headers=dict(CONTROL_HEADERS))
+    headers = {**CONTROL_HEADERS, "Content-Type": "application/json"}
+    return urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
 
 
 def _faults_url(base_url: str) -> str:

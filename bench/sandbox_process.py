@@ -18,6 +18,8 @@ from typing import Any
 
 import requests
 
+from amp_sync.sandbox import CONTROL_HEADERS
+
 STARTUP_SECONDS = 30.0
 REPO = Path(__file__).resolve().parent.parent  # `-m bench.null_endpoint` imports from here
 
@@ -31,7 +33,7 @@ class SandboxProcess:
 
     def reset(self) -> None:
         """Forget every profile, event and request."""
-        requests.post(f"{self.url}/sandbox/reset", timeout=60).raise_for_status()
+        requests.post(f"{self.url}/sandbox/reset", headers=CONTROL_HEADERS, timeout=60).raise_for_status()
 
     def requests(self) -> list[dict[str, Any]]:
         """Every Amplitude API request received so far: path, status, items."""

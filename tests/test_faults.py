@@ -23,6 +23,7 @@ from amp_sync.config import Destination, Region, load_config
 from amp_sync.errors import DestinationError
 from amp_sync.runner import RunOptions, run
 from amp_sync.sandbox import (
+    CONTROL_HEADERS,
     INGESTION_PATHS,
     SANDBOX_API_KEY,
     SANDBOX_SECRET_KEY,
@@ -254,7 +255,7 @@ def test_inspection_and_key_check_endpoints_never_fail(sb: Sandbox) -> None:
     sb.set_faults(Faults(drop=1.0, slow=1.0, slow_seconds=2, max_body_bytes=1))
     auth = (SANDBOX_API_KEY, SANDBOX_SECRET_KEY)
     started = time.monotonic()
-    assert requests.post(f"{sb.url}/sandbox/reset", timeout=5).status_code == 200
+    assert requests.post(f"{sb.url}/sandbox/reset", headers=CONTROL_HEADERS, timeout=5).status_code == 200
     for path in ("/health", "/sandbox/profiles", "/sandbox/events", "/sandbox/groups", "/sandbox/requests"):
         assert requests.get(sb.url + path, timeout=5).status_code == 200, path
     assert requests.get(f"{sb.url}/api/2/events/list", auth=auth, timeout=5).json() == {"data": []}
@@ -310,7 +311,7 @@ def test_get_and_set_faults_over_http(sb: Sandbox) -> None:
 )
 def test_bad_settings_over_http_get_a_400_and_change_nothing(sb: Sandbox, body: Any, message: str) -> None:
     sb.set_faults(Faults(drop=0.5))
-    response = requests.post(f"{sb.url}/sandbox/faults", json=body, timeout=5)
+    response = requests.post(f"{sb.url}/sandbox/faults", json=body, headers=CONTROL_HEADERS, timeout=5)
     assert response.status_code == 400
     assert response.json()["error"].startswith("Invalid fault settings: ")
     assert message in response.json()["error"]

@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from amp_sync.sandbox import (
+    CONTROL_HEADERS,
     JUNK_IDS,
     SANDBOX_API_KEY,
     SANDBOX_SECRET_KEY,
@@ -486,6 +487,7 @@ def test_events_list_totals_and_activity(sb: Sandbox) -> None:
     inactive = requests.post(
         f"{sb.url}/sandbox/inactive",
         json={"event_type": "Updated by sync", "inactive": True},
+        headers=CONTROL_HEADERS,
         timeout=5,
     )
     assert inactive.status_code == 200
@@ -567,7 +569,7 @@ def test_reset_forgets_everything(sb: Sandbox) -> None:
     identify(sb, {"user_id": USER, "user_properties": {"a": 1}})
     send(sb, [event(insert_id="a")])
     group_identify(sb, {"group_type": "org", "group_value": "acme"})
-    assert requests.post(f"{sb.url}/sandbox/reset", timeout=5).status_code == 200
+    assert requests.post(f"{sb.url}/sandbox/reset", headers=CONTROL_HEADERS, timeout=5).status_code == 200
     assert sb.store.profiles() == sb.store.events() == sb.store.groups() == sb.store.requests() == []
     send(sb, [event(insert_id="a")])  # its insert_id is forgotten too
     assert len(sb.store.events()) == 1
@@ -636,7 +638,9 @@ def test_a_chunked_body_is_not_read_and_its_connection_closes(sb: Sandbox) -> No
 
 
 def test_bad_inactive_request(sb: Sandbox) -> None:
-    response = requests.post(f"{sb.url}/sandbox/inactive", json={"inactive": True}, timeout=5)
+    response = requests.post(
+        f"{sb.url}/sandbox/inactive", json={"inactive": True}, headers=CONTROL_HEADERS, timeout=5
+    )
     assert response.status_code == 400
 
 
