@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from amp_sync.amplitude import Channel
+from amp_sync.amplitude import ROUTES, Channel
 from amp_sync.config import SyncConfig
 from amp_sync.plan import Kind, Planner, Rejection, canonical, insert_id, partition_key
 from amp_sync.snapshot import digest, key_hash
@@ -31,6 +31,7 @@ IDENTICAL_ROW = (
     "(add an insert_id_column if these are distinct events)"
 )
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_BATCH_BYTES = ROUTES[Channel.BATCH].max_bytes  # one event property value must fit in one request
 # As milliseconds, anything below this is before March 1973: far likelier to be seconds.
 _SECONDS_LOOK_ALIKE = 100_000_000_000
 
@@ -130,7 +131,7 @@ class EventShaper:
         event["time"] = when
         props: dict[str, Any] = {}
         for at, prop in self.fields:
-            value = to_json(row[at])
+            value = to_json(row[at], _BATCH_BYTES)
             if isinstance(value, Invalid):
                 return Invalid(f"{prop}: {value.reason}")
             if value is not None:

@@ -6,7 +6,7 @@ import hashlib
 import json
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, TypeGuard
@@ -127,12 +127,15 @@ class RowShaper:
         # The raw hash covers the mapping too: any edit to it sends every row the exact way.
         self.layout = json.dumps([sync.key, sync.user_key, [list(f) for f in self.fields]]).encode()
 
-    def raws(self, rows: Sequence[Sequence[Any]]) -> Iterator[int]:
+    def raws(self, rows: Sequence[Sequence[Any]]) -> list[int]:
         """Each row's raw hash under this sync's columns and mapping."""
         layout, needed = self.layout, self.needed
-        if needed == tuple(range(len(needed))) and all(len(r) == len(needed) for r in rows[:1]):
-            return (raw_hash(layout, tuple(r)) for r in rows)  # the model is exactly the mapped columns
-        return (raw_hash(layout, tuple(r[i] for i in needed)) for r in rows)
+        try:
+            if needed == tuple(range(len(needed))) and all(len(r) == len(needed) for r in rows[:1]):
+                return [raw_hash(layout, tuple(r)) for r in rows]  # the model is exactly the mapped columns
+            return [raw_hash(layout, tuple(r[i] for i in needed)) for r in rows]
+        except RecursionError:  # a value nested deeper than repr() goes: hash row by row
+            return [_raw_or_deep(layout, tuple(r[i] for i in needed)) for r in rows]
 
     def doc(self, row: Sequence[Any]) -> Doc | Invalid:
         """The row's mapped fields as JSON, or the first reason one cannot be sent."""
@@ -157,6 +160,21 @@ class RowShaper:
 
 
 _PLAIN = frozenset({str, int, bool, type(None)})
+# Not NO_RAW, which rows stored without a raw hash carry: a stored row matches this value only
+# by a 64-bit coincidence, so the row is looked at afresh.
+_TOO_DEEP = 1
+
+
+def _raw_or_deep(layout: bytes, values: tuple[Any, ...]) -> int:
+    """The raw hash, or _TOO_DEEP for a row whose values nest deeper than repr() can go.
+
+    Such a row takes the exact path, where to_json refuses it in words: it keeps MAX_DEPTH
+    levels, far fewer than Python's recursion limit.
+    """
+    try:
+        return raw_hash(layout, values)
+    except RecursionError:
+        return _TOO_DEEP
 
 
 def _what(value: Any) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -150,7 +151,7 @@ def _sqlglot(sql: str, backend: str, dialect: str) -> Checked:
         trees = sqlglot.parse(sql, read=dialect, error_level=ErrorLevel.RAISE)
     except (ParseError, TokenError) as exc:
         raise WarehouseError(
-            f"amp_sync cannot parse the model as {dialect} SQL ({_first_line(exc)}), so it will not run "
+            f"amp_sync cannot parse the model as {dialect} SQL ({_parse_words(exc)}), so it will not run "
             "it: a model must be one query it can check"
         ) from None
     except RecursionError:
@@ -206,6 +207,19 @@ def _not_a_query(kind: str) -> str:
 
 def _contains(kind: str) -> str:
     return f"the model contains {kind}, which can change data or settings: models only read"
+
+
+def _parse_words(exc: ParseError | TokenError) -> str:
+    """sqlglot's first complaint, with where it is: "Unexpected token at line 1, column 31, near 'users'"."""
+    errors = getattr(exc, "errors", None) or [{}]
+    first = errors[0]
+    words = re.sub(r"<class '(?:\w+\.)*(\w+)'>", r"\1", first.get("description") or _first_line(exc))
+    words = words.replace("Invalid expression / ", "")
+    if first.get("line"):
+        words += f" at line {first['line']}, column {first['col']}"
+    if first.get("highlight"):
+        words += f", near {first['highlight']!r}"
+    return words
 
 
 def _first_line(exc: Exception) -> str:

@@ -15,6 +15,7 @@ from amp_sync.config import Sync, SyncConfig, SyncObject
 from amp_sync.plan import SAMPLE_LIMIT, FieldChange, Plan, Rejection
 from amp_sync.runner import Progress, Report
 from amp_sync.state import RunRecord
+from amp_sync.values import Invalid, nesting
 
 # Sending more rows than this asks the user to type the sync's name first.
 CONFIRM_ABOVE = 1_000
@@ -416,3 +417,20 @@ def revert_summary(report: Report) -> tuple[str, str]:
         f"Reverted {run}: sent {report.sent:,} keys back to their values from before it, "
         f"in {duration(report.seconds)}."
     )
+
+
+# Deeper than this, a grid shows a value as words: Arrow, which draws the grids, stops near 64.
+GRID_DEPTH = 20
+
+
+def grid_rows(rows: Iterable[Sequence[Any]]) -> list[tuple[Any, ...]]:
+    """Model rows as a grid can draw them: values too deep for it, or unreadable, in words."""
+    return [tuple(_grid_cell(v) for v in row) for row in rows]
+
+
+def _grid_cell(value: Any) -> Any:
+    if isinstance(value, Invalid):
+        return f"({value.reason})"
+    if isinstance(value, list | tuple | dict) and (depth := nesting(value)) > GRID_DEPTH:
+        return f"(a value nested {depth:,} levels deep)"
+    return value

@@ -18,10 +18,14 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 from amp_sync import readonly
 from amp_sync.errors import WarehouseError
 from amp_sync.readonly import Checked
+from amp_sync.values import load_json
 
 CHUNK_ROWS = 10_000
 # DuckDB's words when a model reaches for a file or URL it may not (see _lock_duckdb).
 _DENIED = re.compile(r'Cannot access (?:file|directory) "(?P<path>[^"]*)" - file system operations')
+# Dialects that decode JSON columns with a json_deserializer of ours: a value too deep for Python's
+# json module becomes a rejected row (values.load_json) instead of an error that stops the read.
+_JSON_DIALECTS = ("postgresql", "sqlite", "mysql", "mariadb")
 # Characters that make a `read_files` entry a glob, expanded to the files it matches.
 _GLOB = re.compile(r"[*?\[]")
 
@@ -61,9 +65,11 @@ def create_engine(url: str, read_files: Sequence[str] = ()) -> sa.Engine:
     try:
         parsed = make_url(url)
         _check_file_exists(parsed)
-        if parsed.get_backend_name() != "duckdb":
-            return sa.create_engine(parsed)
-        return _duckdb_engine(parsed, read_files)
+        backend = parsed.get_backend_name()
+        if backend == "duckdb":
+            return _duckdb_engine(parsed, read_files)
+        kwargs = {"json_deserializer": load_json} if backend in _JSON_DIALECTS else {}
+        return sa.create_engine(parsed, **kwargs)
     except (ArgumentError, NoSuchModuleError) as exc:
         raise WarehouseError(
             f"cannot use the warehouse URL {describe_url(url)}: {exc}. "
@@ -80,7 +86,7 @@ def _duckdb_engine(parsed: sa.URL, read_files: Sequence[str]) -> sa.Engine:
     connect_args: dict[str, Any] = {"config": config}
     if parsed.database not in (None, "", ":memory:"):
         connect_args["read_only"] = True  # so other readers are not locked out
-    engine = sa.create_engine(parsed, connect_args=connect_args)
+    engine = sa.create_engine(parsed, connect_args=connect_args, json_deserializer=load_json)
     allowed = file_permissions(read_files)
     own = str(Path(parsed.database).resolve()) if parsed.database and "read_only" in connect_args else None
     sa.event.listen(engine, "connect", lambda dbapi, _record: _lock_duckdb(dbapi, allowed, own))

@@ -9,7 +9,7 @@ import streamlit as st
 from streamlit_ace import st_ace
 
 import ui
-from amp_sync import warehouse
+from amp_sync import views, warehouse
 from amp_sync.errors import AmpSyncError
 from amp_sync.templates import STARTER_MODELS, template
 from amp_sync.workspace import DEMO_WAREHOUSE, SavedModel, Warehouse
@@ -95,7 +95,7 @@ def _show_result(result: warehouse.Sample | AmpSyncError | None) -> None:
     st.markdown(f"Rows: {result.row_count:,} · {shown} · read in {result.seconds:.2f} s")
     names = [f"{c} ({i})" if c in result.columns[:i] else c for i, c in enumerate(result.columns)]
     grid, types = st.columns([4, 1])
-    grid.dataframe(pd.DataFrame(result.rows, columns=names), hide_index=True, height=320)
+    grid.dataframe(pd.DataFrame(views.grid_rows(result.rows), columns=names), hide_index=True, height=320)
     columns = list(zip(*result.rows, strict=True)) if result.rows else [[] for _ in names]
     types.dataframe(
         pd.DataFrame({"column": names, "type": [_type_name(list(v)) for v in columns]}),

@@ -44,6 +44,14 @@ class AppEnv:
 TEST_DESTINATION = DestinationRef("Sandbox", "http://127.0.0.1:8766", "0" * 32)
 
 
+def too_deep(levels: int) -> str:
+    """The reason a value nested `levels` deep is rejected with."""
+    return (
+        f"the value nests {levels:,} levels deep ({levels + 1:,} with its properties object); "
+        "Amplitude keeps at most 40"
+    )
+
+
 def open_state(home: Path, sync: str, read_only: bool = False) -> StateStore | None:
     """The state of `sync` at the one destination it has sent to (TEST_DESTINATION if none)."""
     reader = StateStore.open_read_only(home, sync)

@@ -28,7 +28,7 @@ import duckdb
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
-from support import AppEnv
+from support import AppEnv, too_deep
 from support import Warehouse as Database
 
 from amp_sync.cli import main
@@ -150,11 +150,14 @@ EXAMPLES = (
 BAD_MODELS = [
     pytest.param(
         "select user_id, plan form users", None,
-        'the warehouse refused the model: near "users": syntax error', id="syntax-error",
+        "amp_sync cannot parse the model as sqlite SQL (Unexpected token at line 1, column 31, near "
+        "'users'), so it will not run it: a model must be one query it can check", id="syntax-error",
     ),
     pytest.param(
         "select user_id, plan from users where", None,
-        "the warehouse refused the model: incomplete input", id="sql-cut-short",
+        "amp_sync cannot parse the model as sqlite SQL (Required keyword: 'this' missing for Where at "
+        "line 1, column 37, near 'where'), so it will not run it: a model must be one query it can check",
+        id="sql-cut-short",
     ),
     pytest.param(
         "delete from users", None,
@@ -170,8 +173,7 @@ BAD_MODELS = [
     ),
     pytest.param(
         "with gone as (delete from users returning *) select * from gone", None,
-        'the model contains DELETE, which can change data: models only read (if it is a column name, '
-        'quote it: "name")',
+        "the model contains DELETE, which can change data or settings: models only read",
         id="dml-inside-with",
     ),
     pytest.param(
@@ -184,7 +186,7 @@ BAD_MODELS = [
     ),
     pytest.param(
         "select user_id, plan from users; delete from users", None,
-        "the model has several statements: a model is exactly one SELECT", id="several-statements",
+        "the model has 2 statements: a model is exactly one query (SELECT or WITH)", id="several-statements",
     ),
     pytest.param(
         "select user_id, plan from no_such_table", None,
@@ -347,6 +349,8 @@ REJECTED = [
         reason="bio: a text value is 2,048 characters long; Amplitude keeps only 1,024"),
     Row("2 KB text inside JSON", column="attrs", value="json_object('note', repeat('y', 2000))",
         reason="attrs: a text value is 2,000 characters long; Amplitude keeps only 1,024"),
+    Row("JSON 400 deep", column="attrs", value="(repeat('[', 400) || repeat(']', 400))::json",
+        reason="attrs: " + too_deep(400)),
 ]  # fmt: skip
 ACCEPTED = [
     Row("decimal", column="amount", value="19.99", stored=19.99),
@@ -491,6 +495,78 @@ def test_the_dirty_model_loses_no_row(dirty_cli: CliOutcome, dirty_page: PageOut
     assert sorted(dirty_page.payloads) == sorted(str(r.user_id) for r in ACCEPTED)
     for store in (dirty_cli.store, dirty_page.store):
         assert len(store.profiles()) == len(ACCEPTED)
+
+
+# --- 3b. a value nested far deeper than Amplitude keeps ------------------------------------
+
+DEEP_VALUES = [
+    pytest.param(
+        "(repeat('[', 400) || repeat(']', 400))::json", """'{"tier": "gold"}'::json""", {"tier": "gold"},
+        "attrs: " + too_deep(400),
+        id="json-400-deep",  # decoded into nested lists by the driver, as deep as the text goes
+    ),
+    pytest.param(
+        "(repeat('[', 5000) || repeat(']', 5000))::json", "NULL", NOT_SET,
+        "attrs: the JSON value nests too deep to read (over 900 levels); Amplitude keeps at most 40",
+        id="json-5000-deep",  # deeper than Python's json module decodes
+    ),
+    pytest.param(
+        "[" * 41 + "1" + "]" * 41, "NULL", NOT_SET,
+        "attrs: " + too_deep(41),
+        id="list-41-deep",  # a DuckDB LIST of LISTs arrives as nested Python lists
+    ),
+    pytest.param(
+        "(select json_group_object('key_' || i, i) from range(2000) t(i))", "NULL", NOT_SET,
+        "attrs: an object in the value has 2,000 keys; Amplitude keeps at most 1,024",
+        id="json-object-of-2000-keys",
+    ),
+    pytest.param(
+        "(select json_group_array(repeat('x', 1000)) from range(1000) t(i))", "NULL", NOT_SET,
+        "attrs: the value is 1,003,001 bytes of JSON; one Amplitude request carries at most 1,000,000",
+        id="json-of-1-MB",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("deep", "ordinary", "stored", "reason"), DEEP_VALUES)
+def test_a_value_amplitude_cannot_hold_is_one_rejected_row_and_the_others_are_sent(
+    app_env: AppEnv, tmp_path: Path, deep: str, ordinary: str, stored: Any, reason: str
+) -> None:
+    path = tmp_path / "deep.duckdb"
+    with contextlib.closing(duckdb.connect(str(path))) as con:
+        con.execute(
+            f"create table users as select 'user_00001' as user_id, 'pro' as plan, {deep} as attrs "
+            f"union all select 'user_00002', 'free', {ordinary}"
+        )
+    sql = "select user_id, plan, attrs from users order by user_id"
+    file = Spec(f"duckdb:///{path}", app_env.sandbox.url, sql=sql, mappings=("plan", "attrs")).write(tmp_path)
+    rejected = f"    user_00001: {reason}"
+
+    code, out, err = cli("preview", file)
+    assert (code, err) == (0, "")
+    assert out.splitlines()[1:5] == [
+        "  new 1  changed 0  unchanged 0  removed 0  rejected 1",
+        "  would send 1 rows; nothing was sent",
+        "  rejected rows (1), never sent:",
+        rejected,
+    ]
+    code, out, err = cli("preview", "--json", file)
+    assert (code, err) == (0, "")
+    assert json.loads(out)["rejections"] == [{"key": "user_00001", "reason": reason}]
+    assert app_env.sandbox.store.requests() == []
+
+    code, out, err = cli("run", file)
+    assert (code, err) == (0, "")
+    assert "  sent 1 rows in 1 requests; failed 0" in out.splitlines()
+    assert rejected in out.splitlines()
+    kept = {"plan": "free"} if stored is NOT_SET else {"plan": "free", "attrs": stored}
+    assert app_env.sandbox.store.profile(user_id="user_00002")["user_properties"] == kept
+    assert app_env.sandbox.store.profile(user_id="user_00001") is None
+
+    code, out, err = cli("run", "--json", file)  # the next run: nothing new, the same rejection
+    report = json.loads(out)
+    assert (code, err, report["sent"], report["unchanged"]) == (0, "", 0, 1)
+    assert report["rejections"] == [{"key": "user_00001", "reason": reason}]
 
 
 # --- 4. destinations that refuse, cannot be reached, or are not Amplitude ---------------------

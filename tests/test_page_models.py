@@ -145,3 +145,18 @@ def test_unsaved_work_survives_a_visit_to_another_page(app_env) -> None:
     assert json.loads(editor.proto.json_args)["defaultValue"] == "select 7 as seven"
     assert at.text_input(key="model_name").value == "sevens"
     assert at.dataframe[0].value["seven"].tolist() == [7]
+
+
+def test_values_nested_too_deep_for_the_grid_are_shown_in_words(app_env) -> None:
+    at = run_sql(
+        open_models(),
+        "select 'user_00001' as user_id, (repeat('[', 100) || repeat(']', 100))::json as deep, "
+        "(repeat('[', 5000) || repeat(']', 5000))::json as deeper, [[1, 2], [3]] as shallow",
+    )
+    assert not at.error
+    grid = at.dataframe[0].value
+    assert list(grid.columns) == ["user_id", "deep", "deeper", "shallow"]
+    row = grid.iloc[0]
+    assert row["deep"] == "(a value nested 100 levels deep)"
+    assert row["deeper"].startswith("(the JSON value nests too deep to read")
+    assert [list(x) for x in row["shallow"]] == [[1, 2], [3]]

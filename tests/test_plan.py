@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support import too_deep
 
 from amp_sync.amplitude import encode_body, encoded_size
 from amp_sync.config import parse_config
+from amp_sync.events import EventPlanner
 from amp_sync.outbox import Outbox, Pending, Scope
 from amp_sync.plan import USER_LINK, Planner, canonical, field_changes, identification, partition_of
 from amp_sync.secret import Secret
@@ -211,3 +214,81 @@ def test_removed_counts_the_indexed_keys_a_run_did_not_see(indexed, seen) -> Non
     index = SnapshotIndex.build((h, None, b"d" * 16) for h in indexed)
     expected = sum(1 for h in indexed if h not in set(seen))
     assert index.missing_from(np.unique(np.array(seen, dtype=np.int64))) == expected
+
+
+def deep(levels: int) -> object:
+    value: object = "deepest"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+DEEP_REASONS = [
+    (
+        "alice",
+        "ltv: " + too_deep(400),
+    ),
+    (
+        "carol",
+        "ltv: " + too_deep(5_000),
+    ),
+    ("erin1", "ltv: an object in the value has 2,000 keys; Amplitude keeps at most 1,024"),
+]
+
+
+@pytest.mark.parametrize("object_", ["user", "device", "group"])
+def test_a_value_too_deep_or_too_wide_rejects_its_row_and_the_others_go_on(object_: str) -> None:
+    # 5,000 levels is past what repr() and json.dumps can go: the row still becomes a rejection.
+    group = 'group_type = "company"' if object_ == "group" else ""
+    cfg = parse_config(SYNC.format(object=object_, ltv_op="$set", user_key=group))
+    known = {"alice": doc_of("pro", 10), "carol": doc_of("pro", 10)}
+    planner = Planner(
+        cfg, ["id", "plan", "ltv"], index_of(known), lambda keys: {k: known[k] for k in keys}, None
+    )
+    planner.add([
+        ("alice", "pro", deep(400)), ("bobby", "free", deep(39)), ("carol", "pro", deep(5000)),
+        ("erin1", "pro", {str(i): i for i in range(2000)}), ("frank", "pro", {"a": {"b": [1]}}),
+    ])  # fmt: skip
+    plan = planner.finish()
+    assert sorted((r.key, r.reason) for r in plan.rejections) == DEEP_REASONS
+    assert (plan.new, plan.changed, plan.unchanged) == (2, 0, 0)
+    assert sorted(plan.payloads) == ["bobby", "frank"]
+
+
+EVENT_SYNC = """
+[source]
+url = "sqlite://"
+[destination]
+name = "t"
+api_key = "key-for-tests"
+region = "us"
+[model]
+name = "m"
+sql = "select 1"
+[sync]
+name = "e"
+object = "event"
+key = "id"
+event_type = "Viewed"
+time_column = "at"
+[[sync.mappings]]
+column = "plan"
+property = "plan"
+[[sync.mappings]]
+column = "ltv"
+property = "ltv"
+"""
+
+
+def test_an_event_property_too_deep_or_too_wide_rejects_its_row_and_the_others_go_on() -> None:
+    cfg = parse_config(EVENT_SYNC)
+    planner = EventPlanner(cfg, ["id", "at", "plan", "ltv"], SnapshotIndex.build([]), lambda keys: {}, None)
+    at = 1_738_402_200_000
+    planner.add([
+        ("alice", at, "pro", deep(400)), ("bobby", at, "free", deep(39)), ("carol", at, "pro", deep(5000)),
+        ("erin1", at, "pro", {str(i): i for i in range(2000)}), ("frank", at, "pro", {"a": {"b": [1]}}),
+    ])  # fmt: skip
+    plan = planner.finish()
+    assert sorted((r.key, r.reason) for r in plan.rejections) == DEEP_REASONS
+    assert plan.new == 2
+    assert sorted(e["user_id"] for e in plan.payloads.values()) == ["bobby", "frank"]

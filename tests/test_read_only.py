@@ -27,7 +27,7 @@ DUCKDB_TRICKS = {
     "a -- comment ended by a carriage return": USERS + " -- note\r; {payload}",
     "a list literal holding ]": "select ['x]' ] as l, user_id, plan, ltv from users; {payload}",
     "an escape string E'\\''": "select E'\\'' as q, user_id, plan, ltv from users; {payload}",
-    "a dollar quote whose tag holds a digit": "select $a1$ ; $a1$ as q, user_id, plan, ltv from users; {payload}",
+    "a dollar quote whose tag holds a digit": "select $a1$ ; $a1$ as q, user_id, plan from users; {payload}",
     "a nested block comment": "select /* a /* b */ c */ user_id, plan, ltv from users; {payload}",
     "a semicolon in a quoted name": 'select 1 as "x;y", user_id, plan, ltv from users; {payload}',
     "a no-break space before the payload": USERS + ";\u00a0{payload}",
@@ -76,11 +76,15 @@ def test_duckdb_hidden_copy_writes_no_file(trick, users_duckdb, tmp_path, sandbo
 
 
 @pytest.mark.parametrize("trick", DUCKDB_TRICKS)
-def test_duckdb_hidden_attach_drops_nothing_elsewhere(trick, users_duckdb, tmp_path, sandbox, home, capsys) -> None:
+def test_duckdb_hidden_attach_drops_nothing_elsewhere(
+    trick, users_duckdb, tmp_path, sandbox, home, capsys
+) -> None:
     other = tmp_path / "other.duckdb"
     duckdb_file(other, "create table keep as select 1 as x")
     payload = f"ATTACH '{other}' AS o (READ_WRITE); DROP TABLE o.keep"
-    code, _ = preview(sync_file(tmp_path, users_duckdb, sandbox.url, DUCKDB_TRICKS[trick].format(payload=payload)), capsys)
+    code, _ = preview(
+        sync_file(tmp_path, users_duckdb, sandbox.url, DUCKDB_TRICKS[trick].format(payload=payload)), capsys
+    )
     assert code == 2
     with duckdb.connect(str(other), read_only=True) as con:
         assert con.execute("select x from keep").fetchall() == [(1,)]
@@ -89,7 +93,8 @@ def test_duckdb_hidden_attach_drops_nothing_elsewhere(trick, users_duckdb, tmp_p
 @pytest.mark.parametrize("trick", DUCKDB_TRICKS)
 def test_duckdb_hidden_install_is_refused(trick, users_duckdb, tmp_path, sandbox, home, capsys) -> None:
     code, said = preview(
-        sync_file(tmp_path, users_duckdb, sandbox.url, DUCKDB_TRICKS[trick].format(payload="INSTALL httpfs")), capsys
+        sync_file(tmp_path, users_duckdb, sandbox.url, DUCKDB_TRICKS[trick].format(payload="INSTALL httpfs")),
+        capsys,
     )
     assert code == 2 and "amp-sync:" in said
 
@@ -157,7 +162,7 @@ ACCEPTED = [
     ("snowflake", "select $$ ; delete from t $$ as s"),
     ("redshift", "select 1 as copy"),
     ("databricks", "select `x;y` from t"),
-    ("trino", "select 1 as \"call\""),
+    ("trino", 'select 1 as "call"'),
     ("mssql", "select top 1 [a;b] from t"),
 ]
 
@@ -275,7 +280,9 @@ def test_postgres_hidden_statements_change_nothing(postgres, tmp_path, sandbox, 
 # Files: a DuckDB model reads none unless the sync file allows it.
 
 
-def test_a_model_cannot_send_a_local_file_to_the_sync_files_endpoint(users_duckdb, tmp_path, sandbox, home, capsys):
+def test_a_model_cannot_send_a_local_file_to_the_sync_files_endpoint(
+    users_duckdb, tmp_path, sandbox, home, capsys
+):
     secret = tmp_path / "id_rsa"
     secret.write_text("-----BEGIN OPENSSH PRIVATE KEY-----")
     sql = f"select 'alice-001' as user_id, content as plan, 1 as ltv from read_text('{secret}')"
@@ -285,7 +292,9 @@ def test_a_model_cannot_send_a_local_file_to_the_sync_files_endpoint(users_duckd
     assert "read_files" in said and sandbox.store.requests() == []
 
 
-def test_allowed_files_are_read_and_shown_in_the_preview(users_duckdb, tmp_path, sandbox, home, capsys) -> None:
+def test_allowed_files_are_read_and_shown_in_the_preview(
+    users_duckdb, tmp_path, sandbox, home, capsys
+) -> None:
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "plans.csv").write_text("user_id,plan,ltv\ncarol-003,team,5\n")
     (tmp_path / "data" / "other.csv").write_text("user_id,plan,ltv\nmallory-9,x,1\n")
@@ -314,7 +323,9 @@ def test_an_allowed_folder_lets_the_model_glob_in_it_and_nowhere_else(users_duck
     got = sample(users_duckdb, f"select sum(n) from read_csv('{tmp_path}/exports/*.csv')", read_files=folder)
     assert got.rows == [(3,)]
     with pytest.raises(WarehouseError, match="does not allow"):
-        sample(users_duckdb, f"select * from read_text('{tmp_path}/exports/../secret.txt')", read_files=folder)
+        sample(
+            users_duckdb, f"select * from read_text('{tmp_path}/exports/../secret.txt')", read_files=folder
+        )
 
 
 def test_read_files_must_be_a_list_of_paths(tmp_path, home, capsys) -> None:

@@ -258,7 +258,10 @@ def test_a_missing_column_is_a_config_error_before_any_request(
     [
         ("delete from users", "must be a SELECT or WITH query, not DELETE"),
         ("select 1; select 2", "the model has 2 statements"),
-        ("with x as (select 1) insert into users select * from x", "must be a SELECT or WITH query, not INSERT"),
+        (
+            "with x as (select 1) insert into users select * from x",
+            "must be a SELECT or WITH query, not INSERT",
+        ),
         ("select * from no_such_table", "no such table"),
         ("selec user_id from users", "cannot parse the model as sqlite SQL"),
     ],

@@ -8,11 +8,28 @@ import uuid
 from decimal import Decimal
 
 import pytest
+from support import too_deep
 
-from amp_sync.values import JUNK_IDS, Invalid, to_id, to_json
+from amp_sync.values import (
+    JUNK_IDS,
+    MAX_KEYS,
+    MAX_VALUE_BYTES,
+    MAX_VALUE_DEPTH,
+    Invalid,
+    to_id,
+    to_json,
+)
 
 UTC = dt.UTC
 PLUS2 = dt.timezone(dt.timedelta(hours=2))
+
+
+def nested(levels: int, inner: object = 1, kind: str = "list") -> object:
+    """`inner` wrapped in `levels` lists (or one-key dicts), built without recursion."""
+    value = inner
+    for _ in range(levels):
+        value = [value] if kind == "list" else {"a": value}
+    return value
 
 
 @pytest.mark.parametrize(
@@ -98,3 +115,67 @@ def test_good_ids(value, expected) -> None:
 def test_bad_ids_say_why(value, words) -> None:
     result = to_id(value, "user id")
     assert isinstance(result, Invalid) and words in result.reason
+
+
+@pytest.mark.parametrize("kind", ["list", "dict"])
+def test_a_value_nested_as_deep_as_amplitude_allows_is_kept_whole(kind: str) -> None:
+    """39 levels: with the properties object that holds it, the 40 layers Amplitude allows."""
+    value = nested(MAX_VALUE_DEPTH, "deepest", kind)
+    assert to_json(value) == value
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        (nested(40), too_deep(40)),
+        (nested(41), too_deep(41)),
+        (nested(41, kind="dict"), too_deep(41)),
+        ({"ok": [1, 2], "deep": nested(411)}, too_deep(412)),
+        (nested(100_000), too_deep(100_000)),
+        (nested(50_000, kind="dict"), too_deep(50_000)),
+        (
+            {str(i): i for i in range(MAX_KEYS + 1)},
+            "an object in the value has 1,025 keys; Amplitude keeps at most 1,024",
+        ),
+        (
+            [1, {"inner": {str(i): i for i in range(5000)}}],
+            "an object in the value has 5,000 keys; Amplitude keeps at most 1,024",
+        ),
+        (
+            ["x" * 1000] * 1000,
+            "the value is 1,003,001 bytes of JSON; one Amplitude request carries at most 1,000,000",
+        ),
+        (
+            list(range(300_000)),
+            "the value is 1,988,891 bytes of JSON; one Amplitude request carries at most 1,000,000",
+        ),
+    ],
+    ids=["40-lists", "41-lists", "41-dicts", "412-deep-beside-others", "100000-lists", "50000-dicts",
+         "1025-keys", "5000-keys-inside", "1-MB-of-text", "300000-numbers"],
+)  # fmt: skip
+def test_a_value_amplitude_cannot_hold_is_rejected_with_words(value: object, words: str) -> None:
+    assert to_json(value) == Invalid(words)
+
+
+def test_an_object_of_1024_keys_is_kept() -> None:
+    value = {f"key_{i}": i for i in range(MAX_KEYS)}
+    assert to_json(value) == value
+
+
+def test_a_value_of_exactly_the_request_limit_is_kept_and_events_take_the_batch_limit() -> None:
+    at_limit = ["x" * 1000] * 997 + ["x" * 5]  # 1,000,000 bytes of JSON: quotes, commas, brackets
+    over = ["x" * 1000] * 997 + ["x" * 6]
+    assert to_json(at_limit) == at_limit
+    assert to_json(over) == Invalid(
+        "the value is 1,000,001 bytes of JSON; one Amplitude request carries at most 1,000,000"
+    )
+    assert to_json(over, max_bytes=20 * MAX_VALUE_BYTES) == over  # the Batch API's 20 MB
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**400), Decimal("1e400"), Decimal("1.5e400")])
+def test_a_number_past_the_largest_double_is_refused_in_words(value) -> None:
+    assert to_json(value) == Invalid("a number larger than Amplitude can hold (over 1.8e308)")
+
+
+def test_the_largest_whole_numbers_a_double_holds_are_kept() -> None:
+    assert to_json(2**1023) == 2**1023 and to_json(Decimal(2**53)) == 2**53
