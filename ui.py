@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -91,12 +92,24 @@ def _defaults(home_path: str, sandbox_url: str, demo_path: str) -> bool:
     return True
 
 
+def secret_env() -> Mapping[str, str]:
+    """Where `${VAR}` in saved keys and URLs is read: the environment, under st.secrets' text entries.
+
+    A deployed app (Streamlit Community Cloud and the like) is given its keys in st.secrets.
+    """
+    env = dict(os.environ)
+    # With no secrets.toml (or one that does not parse), st.secrets raises instead of being empty.
+    with contextlib.suppress(FileNotFoundError):
+        env.update({k: v for k, v in st.secrets.items() if isinstance(v, str)})
+    return env
+
+
 def workspace() -> Workspace:
     """The saved destinations, warehouses, models and syncs; first start adds the demo ones."""
     path = home()
     moved_state_note()  # before the defaults: a home that holds a workspace takes no old one
     _defaults(str(path.resolve()), sandbox_url(), str(demo_path().resolve()))
-    return Workspace(path)
+    return Workspace(path, env=secret_env())
 
 
 def show_error(exc: AmpSyncError) -> None:
@@ -116,9 +129,9 @@ def attempt(action: Callable[[], T]) -> T | None:
         return None
 
 
-def mask(secret: Any) -> str:
-    """A saved key as the user may see it: bullets and the last four characters."""
-    return secret.masked() if secret else "—"
+def literal(text: str) -> str:
+    """`text` for an element that renders Markdown: a `$` stays a dollar sign, not LaTeX."""
+    return text.replace("$", "\\$")
 
 
 def is_sandbox(endpoint: str | None) -> bool:

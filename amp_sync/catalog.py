@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from amp_sync.config import Destination, Region
+from amp_sync.config import Destination, Region, read_file_paths
 from amp_sync.errors import ConfigError, WarehouseError
 from amp_sync.secret import Secret
 from amp_sync.state import history
@@ -133,8 +133,14 @@ def destination_from_form(
     )
 
 
-def warehouse_from_form(name: str, url: str, current: Warehouse | None = None) -> Warehouse:
-    """A warehouse from form fields; an empty URL keeps `current`'s. ConfigError lists problems."""
+def warehouse_from_form(
+    name: str, url: str, current: Warehouse | None = None, read_files: str = ""
+) -> Warehouse:
+    """A warehouse from form fields; an empty URL keeps `current`'s. ConfigError lists problems.
+
+    `read_files` holds one file, folder/ or glob per line, relative ones read from the working
+    directory as a relative file URL is.
+    """
     problems = []
     if not name.strip():
         problems.append("give the warehouse a name")
@@ -148,7 +154,8 @@ def warehouse_from_form(name: str, url: str, current: Warehouse | None = None) -
         )
     if problems:
         raise ConfigError(problems)
-    return Warehouse(name.strip(), Secret(url) if url else current.url)  # type: ignore[union-attr]
+    files = read_file_paths([line.strip() for line in read_files.splitlines() if line.strip()], Path.cwd())
+    return Warehouse(name.strip(), Secret(url) if url else current.url, files)  # type: ignore[union-attr]
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +183,7 @@ def schema(url: str) -> dict[str, list[tuple[str, str]]]:
 def _parse(url: str) -> URL | None:
     try:
         return make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         return None
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+import unicodedata
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -57,8 +58,13 @@ ID_TYPES = ("user", "device")
 # Operations the Group Identify API takes; $unset comes from nulls:
 # https://amplitude.com/docs/apis/analytics/group-identify
 GROUP_OPERATIONS = (Operation.SET, Operation.SET_ONCE, Operation.ADD, Operation.APPEND, Operation.PREPEND)
-SYNC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Matched in full (\Z, not $, which also matches before a final newline): the name names files.
+SYNC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}\Z")
+# `${NAME}` reads a variable and `$${` writes a literal `${`. Any other `${` is a mistake to report,
+# never text to send: it runs to its `}` on the same line or, unclosed, to the end of the word.
+_VAR = re.compile(
+    r"\$(?P<escaped>\$\{)|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)\}|(?P<bad>\$\{[^}\n]*\}|\$\{[^\s}'\"]*)"
+)
 # A SQLite or DuckDB URL whose database is a path: dialect[+driver]:///path[?query].
 _FILE_URL = re.compile(
     r"(?P<head>(?:sqlite|duckdb)(?:\+\w+)?:///)(?P<path>[^?]*)(?P<query>\?.*)?\Z", re.DOTALL
@@ -235,17 +241,21 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> SyncC
     return parse_config(text, env, base=path.parent)
 
 
-def parse_config(text: str, env: Mapping[str, str] | None = None, base: Path | None = None) -> SyncConfig:
+def parse_config(
+    text: str, env: Mapping[str, str] | None = None, base: Path | None = None, *, keep: Collection[str] = ()
+) -> SyncConfig:
     """Parse sync-file text; `${VAR}` in any string is read from `env` (default os.environ).
 
     With `base`, a relative SQLite or DuckDB file path in `[source].url` is made absolute against it.
+    Strings at the places in `keep` (e.g. "destination.api_key") keep their `${VAR}` as written, to
+    be read when used; they are still checked for malformed placeholders.
     """
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"the sync file is not valid TOML: {exc}") from None
     problems: list[str] = []
-    data = _substitute(raw, os.environ if env is None else env, problems, "")
+    data = _substitute(raw, os.environ if env is None else env, problems, "", frozenset(keep))
     problems += _check_keys(data)
     if problems:
         raise ConfigError(problems)
@@ -273,14 +283,19 @@ def absolute_file_url(url: str, base: Path) -> str:
     return match["head"] + path.replace("%", "%25").replace("?", "%3F") + (match["query"] or "")
 
 
-def _substitute(value: Any, env: Mapping[str, str], problems: list[str], where: str) -> Any:
-    """Replace ${VAR} in every string, noting each unset variable once per place."""
+def _substitute(
+    value: Any, env: Mapping[str, str], problems: list[str], where: str, keep: frozenset[str] = frozenset()
+) -> Any:
+    """Replace ${VAR} in every string but those at `keep`, noting each problem with its place."""
     if isinstance(value, str):
-        return _VAR.sub(lambda m: _lookup(m.group(1), env, problems, where), value)
+        if where in keep:
+            problems += placeholder_problems(value, _shown(where))
+            return value
+        return _fill(value, lambda name: _lookup(name, env, problems, where), problems, _shown(where))
     if isinstance(value, dict):
-        return {k: _substitute(v, env, problems, _join(where, k)) for k, v in value.items()}
+        return {k: _substitute(v, env, problems, _join(where, k), keep) for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute(v, env, problems, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_substitute(v, env, problems, f"{where}[{i}]", keep) for i, v in enumerate(value)]
     return value
 
 
@@ -289,6 +304,68 @@ def _lookup(name: str, env: Mapping[str, str], problems: list[str], where: str) 
         return env[name]
     problems.append(f"environment variable {name} is not set (used in {where})")
     return "${" + name + "}"  # left as written, so no second problem is reported for it
+
+
+def _fill(text: str, lookup: Callable[[str], str], problems: list[str], where: str) -> str:
+    """`text` with each ${NAME} replaced by `lookup(NAME)` and each $${ by ${; malformed ones noted."""
+
+    def one(match: re.Match[str]) -> str:
+        if match["escaped"]:
+            return "${"
+        if match["name"]:
+            return lookup(match["name"])
+        problems.append(_malformed(match["bad"], where))
+        return match["bad"]
+
+    return _VAR.sub(one, text)
+
+
+def _malformed(text: str, where: str) -> str:
+    shown = text if len(text) <= 40 else text[:40] + "…"
+    return f"{where}: malformed placeholder {shown!r}: write ${{NAME}} with letters, digits and _"
+
+
+def _shown(where: str) -> str:
+    """A place as the sync file's reader finds it: "[destination].api_key"."""
+    table, dot, rest = where.partition(".")
+    return f"[{table}].{rest}" if dot else where
+
+
+def resolve(template: str, env: Mapping[str, str], where: str) -> str:
+    """`template` with each ${VAR} read from `env` and each $${ made ${; ConfigError lists each problem.
+
+    `where` names the place in the messages, e.g. "the API key of the destination 'Prod'".
+    """
+    problems: list[str] = []
+    text = _fill(template, lambda name: _lookup(name, env, problems, where), problems, where)
+    if problems:
+        raise ConfigError(problems)
+    return text
+
+
+def references(template: str) -> list[str]:
+    """The variables `template` reads, each once, in order."""
+    return list(dict.fromkeys(m["name"] for m in _VAR.finditer(template) if m["name"]))
+
+
+def placeholder_problems(template: str, where: str) -> list[str]:
+    """Each malformed placeholder in `template`, said with `where` it is."""
+    return [_malformed(m["bad"], where) for m in _VAR.finditer(template) if m["bad"]]
+
+
+def escape(text: str) -> str:
+    """The template that resolves to `text` itself: each ${ written $${."""
+    return text.replace("${", "$${")
+
+
+def fill_in(template: str, values: Mapping[str, str]) -> str:
+    """`template` with the variables in `values` written in as literal text; the others kept."""
+
+    def one(match: re.Match[str]) -> str:
+        name = match["name"]
+        return escape(values[name]) if name in values else match[0]
+
+    return _VAR.sub(one, template)
 
 
 def _join(where: str, key: str) -> str:
@@ -307,7 +384,22 @@ def _check_keys(data: dict[str, Any]) -> list[str]:
     sync = data.get("sync")
     if isinstance(sync, dict):
         problems += _check_sync(sync, data.get("destination"))
+    model = data.get("model")
+    if isinstance(model, dict):
+        problems += _check_model_name(model.get("name"))
     return problems
+
+
+def _check_model_name(name: Any) -> list[str]:
+    """A model's name shows in lists and names its warehouse: one line of printable text."""
+    if isinstance(name, str) and has_control_characters(name):
+        return [f"[model].name {name!r} must not hold line breaks, tabs or other control characters"]
+    return []
+
+
+def has_control_characters(text: str) -> bool:
+    """True when `text` holds a line break, tab or another control character."""
+    return any(unicodedata.category(c) == "Cc" for c in text)
 
 
 def _check_section(section: dict[str, Any], table: str, required: set[str], optional: set[str]) -> list[str]:
@@ -348,7 +440,7 @@ def read_file_paths(entries: list[str] | tuple[str, ...], base: Path) -> tuple[s
 def _check_sync(sync: dict[str, Any], destination: Any) -> list[str]:
     problems = list(_check_choices(sync, destination))
     name = sync.get("name")
-    if isinstance(name, str) and name and not SYNC_NAME.match(name):
+    if isinstance(name, str) and name and not SYNC_NAME.fullmatch(name):
         problems.append(
             f"[sync].name {name!r} may hold only letters, digits, spaces, '.', '_' and '-' "
             "(it names the sync's saved state)"

@@ -20,6 +20,7 @@ import platformdirs
 
 from amp_sync.errors import StateError
 from amp_sync.state import run_lock
+from amp_sync.vault import SECRETS_FILE
 from amp_sync.workspace import WORKSPACE_FILE, Workspace
 
 APP_NAME = "amp_sync"
@@ -56,12 +57,13 @@ def home_dir(env: Mapping[str, str] | None = None) -> Path:
 def state_groups(folder: Path) -> tuple[tuple[Path, ...], ...]:
     """The state `folder` holds, as groups of paths relative to it that move together.
 
-    The workspace file is one group; each sync's SQLite database is another, with whichever of
-    its journal files are there.
+    The workspace file is one group, with the owner-only file of the keys typed into it when there
+    is one; each sync's SQLite database is another, with whichever of its journal files are there.
     """
     groups: list[tuple[Path, ...]] = []
     if (folder / WORKSPACE_FILE).is_file():
-        groups.append((Path(WORKSPACE_FILE),))
+        secrets = (Path(SECRETS_FILE),) if (folder / SECRETS_FILE).is_file() else ()
+        groups.append((Path(WORKSPACE_FILE), *secrets))
     for db in sorted((folder / STATE_FOLDER).glob("*.sqlite")):
         if db.is_file():
             name = Path(STATE_FOLDER, db.name)

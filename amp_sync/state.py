@@ -130,6 +130,7 @@ class StateStore:
     def open(cls, home: Path, sync_name: str, destination: DestinationRef) -> StateStore:
         """Open for writing, creating the store (owner-only) if it is missing."""
         path = state_path(home, sync_name)
+        _refuse_case_twin(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             if not path.exists():
@@ -517,6 +518,26 @@ def _create_tables(db: sqlite3.Connection) -> None:
     # One statement at a time: executescript would commit an open migration transaction.
     for statement in filter(str.strip, _SCHEMA.split(";")):
         db.execute(statement)
+
+
+def _refuse_case_twin(path: Path) -> None:
+    """Refuse a state file whose name differs from another's only in case.
+
+    macOS and Windows would open the other sync's file, and the two syncs would share one snapshot.
+    """
+    twin = next(
+        (
+            p
+            for p in path.parent.glob("*.sqlite")
+            if p.name != path.name and p.name.casefold() == path.name.casefold()
+        ),
+        None,
+    )
+    if twin is not None:
+        raise StateError(
+            f"the state of the sync {twin.stem!r} is at {twin}: sync names that differ only in case "
+            "would share one state file on macOS and Windows, so rename one of the syncs"
+        )
 
 
 @contextlib.contextmanager

@@ -34,7 +34,7 @@ def check_read_only(sql: str, url: str) -> Checked:
     """Accept exactly one query, read by the grammar of the engine behind `url`."""
     try:
         backend = make_url(url).get_backend_name()
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise WarehouseError(f"cannot use the warehouse URL {describe_url(url)}") from None
     return readonly.check_read_only(sql, backend)
 
@@ -43,7 +43,7 @@ def describe_url(url: str) -> str:
     """The URL with any password hidden, for messages."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "(an unparsable URL)"
 
 
@@ -70,7 +70,7 @@ def create_engine(url: str, read_files: Sequence[str] = ()) -> sa.Engine:
             return _duckdb_engine(parsed, read_files)
         kwargs = {"json_deserializer": load_json} if backend in _JSON_DIALECTS else {}
         return sa.create_engine(parsed, **kwargs)
-    except (ArgumentError, NoSuchModuleError) as exc:
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
         raise WarehouseError(
             f"cannot use the warehouse URL {describe_url(url)}: {exc}. "
             "Examples: duckdb:///warehouse.duckdb, sqlite:///data.db, "

@@ -10,9 +10,13 @@ from amp_sync.catalog import destination_from_form, widget_ids
 from amp_sync.config import Destination, Region
 from amp_sync.credentials import KeyCheck, check_keys
 from amp_sync.errors import AmpSyncError
-from amp_sync.workspace import Workspace
+from amp_sync.workspace import Workspace, described, origin
 
 REGIONS = [str(r) for r in Region]
+KEY_HELP = (
+    "Type the key, or `${VAR}` to read it from an environment variable each time it is used "
+    "(`$${` writes a literal `${`)."
+)
 SAME_PROJECT = "Same Amplitude project, new key: keep what was sent"
 SAME_PROJECT_HELP = (
     "Tick it when the new API key belongs to the same Amplitude project: the syncs using this "
@@ -36,18 +40,45 @@ def show_check(check: KeyCheck) -> None:
     (st.success if check.ok else st.error)(check.message)
 
 
+def api_key(ws: Workspace, name: str) -> str | None:
+    """The saved destination's API key, or None when it cannot be read now."""
+    try:
+        return ws.get(Destination, name).api_key.reveal()
+    except AmpSyncError:
+        return None
+
+
+def checked(ws: Workspace, name: str) -> KeyCheck:
+    """Check the saved destination's keys; a key that cannot be read now is said as the verdict."""
+    try:
+        destination = ws.get(Destination, name)
+    except AmpSyncError as exc:
+        return KeyCheck(False, str(exc))
+    with st.spinner(f"Checking the keys of “{name}”…"):
+        return check_keys(destination)
+
+
+def kept_words(ws: Workspace, name: str) -> list[str]:
+    """Where each key of the saved destination `name` is kept, in words."""
+    saved = ws.listed(Destination, name)
+    keys = [("API key", saved.api_key), ("secret key", saved.secret_key)]
+    return [f"The {label} of “{name}” is {origin(key)}." for label, key in keys if key is not None]
+
+
 def connect(ws: Workspace, editing: str | None) -> bool:
     """Save the form's destination and check its keys; the outcome is shown after a rerun."""
     s = st.session_state
-    current = ws.get(Destination, editing) if editing else None
+    current = ws.listed(Destination, editing) if editing else None  # keys kept as they are saved
+    before = api_key(ws, editing) if editing else None
     destination = destination_from_form(
         s.dest_name, s.dest_api_key, s.dest_secret_key, s.dest_region, s.dest_endpoint, current
     )
     ws.save(destination, previous_name=editing)
-    with st.spinner(f"Checking the keys of “{destination.name}”…"):
-        check = check_keys(destination)
+    s.dest_kept = kept_words(ws, destination.name)
+    check = checked(ws, destination.name)
     s.dest_flash = (destination.name, check)
-    new_key = current is not None and destination.api_key.reveal() != current.api_key.reveal()
+    after = api_key(ws, destination.name)
+    new_key = before is not None and after is not None and before != after
     if current is not None and s.get("dest_same_project"):
         s.dest_rekeyed = rekey_syncs(ws, destination.name)
     elif new_key and (syncs := ws.syncs_sending_to(destination.name)):
@@ -81,6 +112,8 @@ def render_flash() -> None:
         show_check(check)
         if not check.ok:
             st.caption(f"“{name}” is saved. Fix its keys, region or endpoint below and press Connect again.")
+    for words in st.session_state.pop("dest_kept", []):
+        st.caption(ui.literal(words))
     for level, words in st.session_state.pop("dest_rekeyed", []):
         {"success": st.success, "warning": st.warning}.get(level, st.info)(words)
     if deleted := st.session_state.pop("dest_deleted", None):
@@ -93,10 +126,10 @@ def render_form(ws: Workspace) -> None:
     keep = " (leave empty to keep the saved one)" if editing else ""
     with st.form("destination_form"):
         st.text_input("Name", key="dest_name", placeholder="Amplitude (production)")
-        st.text_input(f"API key{keep}", key="dest_api_key", type="password")
+        st.text_input(f"API key{keep}", key="dest_api_key", type="password", help=KEY_HELP)
         st.text_input(
             f"Secret key{keep}", key="dest_secret_key", type="password",
-            help="Optional. With it, Connect checks both keys against Amplitude's dashboard API.",
+            help="Optional. With it, Connect checks both keys against Amplitude's dashboard API. " + KEY_HELP,
         )  # fmt: skip
         st.radio(
             "Region", REGIONS, key="dest_region", format_func=str.upper, horizontal=True,
@@ -123,7 +156,7 @@ def render_destination(ws: Workspace, d: Destination, wid: str) -> None:
         st.markdown(f"**{d.name}**{badge}")
         endpoint = d.endpoint or f"Amplitude {str(d.region).upper()} hosts"
         st.markdown(
-            f"API key `{ui.mask(d.api_key)}` · secret key `{ui.mask(d.secret_key)}` · "
+            f"API key `{described(d.api_key)}` · secret key `{described(d.secret_key)}` · "
             f"region **{str(d.region).upper()}** · endpoint `{endpoint}`"
         )
         edit, test, remove = st.columns(3)
@@ -133,26 +166,29 @@ def render_destination(ws: Workspace, d: Destination, wid: str) -> None:
             "Delete", key=f"dest_delete_{wid}", on_click=ui.ask_delete, args=("dest", d.name), width="stretch"
         )
         if tested:
-            with st.spinner("Checking the keys…"):
-                show_check(check_keys(d))
+            show_check(checked(ws, d.name))
         ui.confirm_delete(ws, Destination, d.name, "destination", "dest", forget_if_editing)
 
 
 st.title("Destinations")
-st.caption("The Amplitude projects your syncs send to. Keys stay on this machine, in an owner-only file.")
+st.caption(
+    "The Amplitude projects your syncs send to. A typed key stays on this machine, in the system keyring "
+    "(or an owner-only file where there is none); a key written as `${VAR}` is read from that environment "
+    "variable, or the app's secrets when deployed, each time it is used."
+)
 ws = ui.attempt(ui.workspace)
 if ws is None:
     st.stop()
 if "dest_next" in st.session_state:
     load_form(st.session_state.pop("dest_next"))
 elif st.session_state.get("dest_editing") and "dest_name" not in st.session_state:
-    load_form(ui.attempt(lambda: ws.get(Destination, st.session_state.dest_editing)))  # back from a page
+    load_form(ui.attempt(lambda: ws.listed(Destination, st.session_state.dest_editing)))  # back from a page
 st.session_state.setdefault("dest_region", str(Region.US))
 render_flash()
 render_form(ws)
 
 st.subheader("Saved destinations")
-destinations = ui.attempt(lambda: ws.all(Destination)) or []
+destinations = ui.attempt(lambda: ws.listing(Destination)) or []
 if not destinations:
     st.info("No destination yet: add one above.")
 ids = widget_ids(d.name for d in destinations)

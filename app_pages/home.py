@@ -29,7 +29,7 @@ STEPS = {
 
 def render_sandbox_banner(ws: Workspace) -> bool:
     """The demo-mode and sandbox-stopped notices; True in demo mode (only the sandbox is set up)."""
-    destinations = ui.attempt(lambda: ws.all(Destination)) or []
+    destinations = ui.attempt(lambda: ws.listing(Destination)) or []  # endpoints only: no key is read
     local = [d for d in destinations if ui.is_sandbox(d.endpoint)]
     demo = bool(local) and len(local) == len(destinations)
     if demo:

@@ -73,10 +73,10 @@ def _apply_pending(names: list[str], warehouses: list[str]) -> None:
         state.model_warehouse = DEMO_WAREHOUSE if DEMO_WAREHOUSE in warehouses else warehouses[0]
 
 
-def _run(url: str, sql: str) -> None:
+def _run(url: str, sql: str, read_files: tuple[str, ...]) -> None:
     with st.spinner("Running the model…"):
         try:
-            state.model_result = warehouse.sample(url, sql, limit=SAMPLE_ROWS)
+            state.model_result = warehouse.sample(url, sql, limit=SAMPLE_ROWS, read_files=read_files)
         except AmpSyncError as exc:
             state.model_result = exc
     state.model_ran = (url, sql)
@@ -137,7 +137,10 @@ state.setdefault("model_name", "")
 pick_col, wh_col = st.columns(2)
 pick_col.selectbox("Model", [NEW, *models], key="model_pick", on_change=_on_pick)
 wh_name = wh_col.selectbox("Warehouse", warehouses, key="model_warehouse")
-url = ws.get(Warehouse, wh_name).url.reveal()
+chosen_warehouse = ui.attempt(lambda: ws.get(Warehouse, wh_name))
+if chosen_warehouse is None:
+    st.stop()  # ui.attempt said why: a ${VAR} in its URL is not set
+url, read_files = chosen_warehouse.url.reveal(), chosen_warehouse.read_files
 wh_col.caption(f"`{warehouse.describe_url(url)}`")
 
 with st.expander("Start from a template", expanded=not models):
@@ -166,7 +169,7 @@ st.caption(
 )
 run_clicked = st.button("Run", key="model_run", type="primary")
 if sql.strip() and (run_clicked or state.get("model_ran") != (url, sql)):
-    _run(url, sql)
+    _run(url, sql, read_files)
 elif not sql.strip():
     state.model_result = None
     state.model_ran = None

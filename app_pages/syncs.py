@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pandas as pd
@@ -26,7 +25,7 @@ from amp_sync.mapping import (
     mappings_from_rows,
     problems,
 )
-from amp_sync.workspace import KEY_VARS, SANDBOX_DESTINATION, SavedModel, SavedSync, Warehouse, export_sync
+from amp_sync.workspace import KEY_VARS, SANDBOX_DESTINATION, SavedModel, SavedSync, Warehouse
 
 NEW = "New sync"
 MODEL_COLUMNS = "Model columns"
@@ -162,11 +161,13 @@ def _columns(model: SavedModel) -> list[str] | None:
     """The model's columns, read once per (warehouse URL, SQL); None after showing why not."""
     cache = state.setdefault("sync_columns", {})
     try:
-        url = ws.get(Warehouse, model.warehouse).url.reveal()
-        if (url, model.sql) not in cache:
+        source = ws.get(Warehouse, model.warehouse)
+        url, files = source.url.reveal(), source.read_files
+        seen = (url, files, model.sql)
+        if seen not in cache:
             with st.spinner("Reading the model's columns…"):
-                cache[(url, model.sql)] = warehouse.sample(url, model.sql, limit=20).columns
-        return list(cache[(url, model.sql)])
+                cache[seen] = warehouse.sample(url, model.sql, 20, read_files=files).columns
+        return list(cache[seen])
     except AmpSyncError as exc:
         ui.show_error(exc)
         st.page_link(ui.MODELS, label="Fix the model on the Models page", icon="📝")
@@ -174,12 +175,16 @@ def _columns(model: SavedModel) -> list[str] | None:
 
 
 def _import_section(open_: bool) -> None:
+    if note := state.pop("sync_import_note", None):
+        st.warning(ui.literal(note))
     with st.expander("Import a sync file", expanded=open_):
         upload = st.file_uploader("Sync file (.toml)", type=["toml"], key="sync_import_file")
         text = st.text_area("…or paste it", key="sync_import_text", height=150)
         st.caption(
-            f"Placeholders such as ${{{KEY_VARS[0]}}} are read from the environment, or from the keys "
-            "typed here (saved with the destination, never shown)."
+            f"Placeholders such as `${{{KEY_VARS[0]}}}` in the keys and the warehouse URL are saved as "
+            "written and read from the environment (or the app's secrets) each time the sync runs. "
+            "A key typed here is saved instead, in the system keyring (or an owner-only file where "
+            "there is none), and never shown."
         )
         api, secret = st.columns(2)
         keys = (
@@ -188,9 +193,12 @@ def _import_section(open_: bool) -> None:
         )
         if st.button("Import", key="sync_import"):
             body = upload.getvalue().decode("utf-8", errors="replace") if upload else text
-            env = {**os.environ, **{var: key for var, key in zip(KEY_VARS, keys, strict=True) if key}}
-            saved = ui.attempt(lambda: ws.import_sync(body, env))
+            typed = {var: key for var, key in zip(KEY_VARS, keys, strict=True) if key}
+            saved = ui.attempt(lambda: ws.import_sync(body, typed=typed))
             if saved:
+                missing = ws.run_problems(saved.name)
+                if missing:
+                    state.sync_import_note = f"Before “{saved.name}” can run: " + "; ".join(missing) + "."
                 cleared = {"sync_import_text": "", "sync_import_api_key": "", "sync_import_secret_key": ""}
                 _after(
                     f"Imported the sync {saved.name!r} with its model and destination.", saved.name, cleared
@@ -448,7 +456,7 @@ def _saved_actions(name: str) -> None:
     with_keys = st.checkbox("Include keys", key="sync_export_keys")
     if with_keys:
         st.warning("The file will hold the API key, secret key and any warehouse password in clear text.")
-    text = ui.attempt(lambda: export_sync(ws.sync_config(name), with_secrets=with_keys))
+    text = ui.attempt(lambda: ws.export(name, with_secrets=with_keys))
     if text is None:
         return
     if not with_keys:

@@ -16,14 +16,15 @@ from amp_sync.catalog import (
     warehouse_from_form,
     widget_ids,
 )
-from amp_sync.warehouse import describe_url
-from amp_sync.workspace import Warehouse, Workspace
+from amp_sync.errors import AmpSyncError
+from amp_sync.workspace import Warehouse, Workspace, origin, shown_url
 
 
 def load_form(warehouse: Warehouse | None) -> None:
     """Fill the form with a saved warehouse, URL field empty (empty keeps the URL), or clear it."""
     st.session_state.wh_name = warehouse.name if warehouse else ""
     st.session_state.wh_url = ""
+    st.session_state.wh_files = "\n".join(warehouse.read_files) if warehouse else ""
     st.session_state.wh_editing = warehouse.name if warehouse else None
 
 
@@ -31,18 +32,31 @@ def show_check(check: ConnectionCheck) -> None:
     (st.success if check.ok else st.error)(check.message)
 
 
+def tested(ws: Workspace, name: str) -> ConnectionCheck:
+    """Test the saved warehouse; a URL that cannot be read now is said as the verdict."""
+    try:
+        url = ws.get(Warehouse, name).url.reveal()
+    except AmpSyncError as exc:
+        return ConnectionCheck(False, str(exc))
+    with st.spinner(f"Connecting to “{name}”…"):
+        return check_connection(url)
+
+
 def save(ws: Workspace, editing: str | None) -> bool:
     """Save the form's warehouse and test it; the outcome is shown after a rerun."""
-    current = ws.get(Warehouse, editing) if editing else None
-    typed = warehouse_from_form(st.session_state.wh_name, st.session_state.wh_url, current)
+    current = ws.listed(Warehouse, editing) if editing else None  # its URL kept as it is saved
+    s = st.session_state
+    typed = warehouse_from_form(s.wh_name, s.wh_url, current, s.get("wh_files", ""))
     warehouse = ws.save(typed, previous_name=editing)
-    if warehouse.url != typed.url:
+    if warehouse != typed:
         st.session_state.wh_absolute = (
             f"The relative file path of “{warehouse.name}” was saved absolute, against the folder "
             f"the app runs in ({Path.cwd()})."
         )
-    with st.spinner(f"Connecting to “{warehouse.name}”…"):
-        check = check_connection(warehouse.url.reveal())
+    st.session_state.wh_kept = (
+        f"The URL of “{warehouse.name}” is {origin(ws.listed(Warehouse, warehouse.name).url)}."
+    )
+    check = tested(ws, warehouse.name)
     st.session_state.wh_flash = (warehouse.name, check)
     st.session_state.wh_next = None if check.ok else warehouse  # failed: stay on it, so it can be fixed
     if check.ok:
@@ -67,6 +81,8 @@ def render_flash() -> None:
         show_check(check)
         if not check.ok:
             st.caption(f"“{name}” is saved. Fix its URL below (or install its driver) and save again.")
+    if kept := st.session_state.pop("wh_kept", None):
+        st.caption(ui.literal(kept))
     if absolute := st.session_state.pop("wh_absolute", None):
         st.info(absolute)
     if deleted := st.session_state.pop("wh_deleted", None):
@@ -89,15 +105,27 @@ def render_examples() -> None:
 def render_form(ws: Workspace) -> None:
     editing = st.session_state.get("wh_editing")
     st.subheader(f"Edit warehouse “{editing}”" if editing else "Add a warehouse")
-    current = ui.attempt(lambda: ws.get(Warehouse, editing)) if editing else None
+    current = ui.attempt(lambda: ws.listed(Warehouse, editing)) if editing else None
     with st.form("warehouse_form"):
         st.text_input("Name", key="wh_name", placeholder="Analytics (PostgreSQL)")
         st.text_input(
             "SQLAlchemy URL" + (" (leave empty to keep the saved one)" if editing else ""),
             key="wh_url",
-            placeholder=describe_url(current.url.reveal()) if current else "duckdb:///path/to/file.duckdb",
-            help="After saving, the URL is shown with its password hidden.",
+            placeholder=shown_url(current) if current else "duckdb:///path/to/file.duckdb",
+            help=(
+                "After saving, the URL is shown with its password hidden. Write the password as `${VAR}` "
+                "to read it from an environment variable each time it is used (`$${` writes a literal `${`)."
+            ),
         )
+        st.text_area(
+            "Files its DuckDB models may read", key="wh_files", height=80,
+            placeholder="/data/exports/plans.csv\n/data/exports/\n/data/*.parquet",
+            help=(
+                "A DuckDB model reads no file, folder or URL (read_csv, read_parquet, read_text...) unless "
+                "it is listed here, one per line: a file, a glob (the files it matches) or a folder ending "
+                "in / (everything in it, and globs in the SQL). The preview lists them."
+            ),
+        )  # fmt: skip
         submitted = st.form_submit_button("Save and test connection", key="wh_save", type="primary")
     if editing:
         st.button("Cancel editing", key="wh_cancel_edit", on_click=load_form, args=(None,))
@@ -109,16 +137,17 @@ def render_form(ws: Workspace) -> None:
 def render_warehouse(ws: Workspace, w: Warehouse, wid: str) -> None:
     with st.container(border=True, key=f"wh_item_{wid}"):
         st.markdown(f"**{w.name}**")
-        st.code(describe_url(w.url.reveal()), language=None)
+        st.code(shown_url(w), language=None)
+        if w.read_files:
+            st.caption("Its models may read: " + ", ".join(f"`{f}`" for f in w.read_files))
         edit, test, remove = st.columns(3)
         edit.button("Edit", key=f"wh_edit_{wid}", on_click=load_form, args=(w,), width="stretch")
-        tested = test.button("Test connection", key=f"wh_test_{wid}", width="stretch")
+        test_now = test.button("Test connection", key=f"wh_test_{wid}", width="stretch")
         remove.button(
             "Delete", key=f"wh_delete_{wid}", on_click=ui.ask_delete, args=("wh", w.name), width="stretch"
         )
-        if tested:
-            with st.spinner("Connecting…"):
-                show_check(check_connection(w.url.reveal()))
+        if test_now:
+            show_check(tested(ws, w.name))
         ui.confirm_delete(ws, Warehouse, w.name, "warehouse", "wh", forget_if_editing)
 
 
@@ -142,19 +171,23 @@ def render_browser(warehouses: list[Warehouse]) -> None:
 
 
 st.title("Warehouses")
-st.caption("Where your models read from: any SQLAlchemy URL. Models only ever read.")
+st.caption(
+    "Where your models read from: any SQLAlchemy URL. Models only ever read. A URL holding a password "
+    "is kept in the system keyring (or an owner-only file where there is none); a password written as "
+    "`${VAR}` is read from that environment variable, or the app's secrets when deployed."
+)
 ws = ui.attempt(ui.workspace)
 if ws is None:
     st.stop()
 if "wh_next" in st.session_state:
     load_form(st.session_state.pop("wh_next"))
 elif st.session_state.get("wh_editing") and "wh_name" not in st.session_state:
-    load_form(ui.attempt(lambda: ws.get(Warehouse, st.session_state.wh_editing)))  # back from a page
+    load_form(ui.attempt(lambda: ws.listed(Warehouse, st.session_state.wh_editing)))  # back from a page
 render_flash()
 render_form(ws)
 
 st.subheader("Saved warehouses")
-warehouses = ui.attempt(lambda: ws.all(Warehouse)) or []
+warehouses = ui.attempt(lambda: ws.listing(Warehouse)) or []
 if not warehouses:
     st.info("No warehouse yet: add one above.")
 ids = widget_ids(w.name for w in warehouses)

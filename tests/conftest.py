@@ -20,9 +20,13 @@ settings.load_profile("amp_sync")
 
 @pytest.fixture(scope="session", autouse=True)
 def _no_real_user_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """A test that leaves AMP_SYNC_HOME unset writes to a temp per-user data folder, never the real one."""
+    """A test that leaves AMP_SYNC_HOME unset writes to a temp per-user data folder, never the real one.
+
+    Nor does a saved key reach the developer's own keyring: tests that want one pass a backend.
+    """
     with pytest.MonkeyPatch.context() as env:
         env.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg_data_home")))
+        env.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
         yield
 
 

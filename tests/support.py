@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
+from keyring.backend import KeyringBackend
+from keyring.errors import PasswordDeleteError
 
 from amp_sync.sandbox import SANDBOX_API_KEY, Sandbox
 from amp_sync.state import DestinationRef, StateStore
@@ -102,3 +104,27 @@ object = "{object_}"
 key = "{key}"
 {extra_sync}
 {maps}'''
+
+
+class MemoryKeyring(KeyringBackend):
+    """A system keyring the test holds in a dict.
+
+    It takes that dict as an argument, so keyring's own detection (which builds every backend it
+    knows without arguments) never picks it for anything else in the process.
+    """
+
+    priority = 1
+
+    def __init__(self, items: dict[tuple[str, str], str]) -> None:
+        super().__init__()
+        self.items = items
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.items.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.items[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        if self.items.pop((service, username), None) is None:
+            raise PasswordDeleteError(username)

@@ -775,8 +775,6 @@ def upper_case_region(text: str) -> str:
 SYNC_FILES = [
     pytest.param(broken_toml, ["the sync file is not valid TOML: Invalid value (at line 7, column 10)"],
                  id="broken-toml"),
-    pytest.param(unset_variable, [f"environment variable {UNSET} is not set (used in destination.api_key)"],
-                 id="missing-environment-variable"),
     pytest.param(misspelt_key,
                  ["unknown key 'regoin' in [destination]", "missing key 'region' in [destination]"],
                  id="misspelt-key"),
@@ -809,6 +807,26 @@ def test_a_sync_file_that_cannot_be_used_lists_every_problem(
     )
     assert errors(at) == [shown]
     assert Workspace(app_env.home).names(SavedSync) == []
+
+
+def test_an_unset_variable_stops_the_cli_and_is_saved_as_a_reference_by_the_app(
+    app_env: AppEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI needs the key now; the app keeps "${VAR}" and says the sync cannot run until it is set."""
+    monkeypatch.delenv(UNSET, raising=False)
+    text = unset_variable(Spec("sqlite:///warehouse.db", app_env.sandbox.url).toml())
+    path = tmp_path / "sync.toml"
+    path.write_text(text, encoding="utf-8")
+    problem = f"environment variable {UNSET} is not set (used in destination.api_key)"
+    assert cli("preview", str(path)) == (2, "", f"amp-sync: the sync file has problems:\n  - {problem}\n")
+
+    at = open_page("syncs")
+    at.text_area(key="sync_import_text").input(text)
+    click(at, "sync_import")
+    name = Workspace(app_env.home).names(SavedSync)[0]
+    assert f"Before “{name}” can run: " in " ".join(w.value for w in at.warning)
+    assert UNSET in " ".join(w.value for w in at.warning)
+    assert f"${{{UNSET}}}" in (app_env.home / "workspace.json").read_text(encoding="utf-8")
 
 
 # --- 6. an AMP_SYNC_HOME that cannot be written ----------------------------------------------

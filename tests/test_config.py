@@ -5,8 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as hs
 
-from amp_sync.config import Operation, Region, SyncObject, absolute_file_url, load_config, parse_config
+from amp_sync.config import (
+    SYNC_NAME,
+    Operation,
+    Region,
+    SyncObject,
+    absolute_file_url,
+    escape,
+    fill_in,
+    load_config,
+    parse_config,
+    placeholder_problems,
+    references,
+    resolve,
+)
 from amp_sync.errors import ConfigError
 
 GOOD = """
@@ -309,3 +324,107 @@ def test_the_examples_find_the_demo_warehouse_from_any_folder(tmp_path, monkeypa
     for example in sorted((root / "examples").glob("*.toml")):
         url = load_config(example).source.url.reveal()
         assert url == f"duckdb:///{root / 'demo' / 'warehouse.duckdb'}", example.name
+
+
+# --- placeholders: ${NAME} reads a variable, $${ writes ${, anything else is refused ---------
+
+HOW = "write ${NAME} with letters, digits and _"
+PLACES = {
+    "[destination].api_key": ('api_key = "${AMPLITUDE_API_KEY}"', 'api_key = "{text}"'),
+    "[model].sql": (
+        'sql = "select user_id, plan, ltv, uid from users"',
+        "sql = \"select '{text}' as user_id\"",
+    ),
+    "[sync].mappings[1].column": ('column = "plan"', 'column = "{text}"'),
+}
+
+
+@pytest.mark.parametrize("place", PLACES)
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("${ X }", "${ X }"),
+        ("${a-b}", "${a-b}"),
+        ("${}", "${}"),
+        ("${X", "${X"),
+        ("pre${ X }post", "${ X }"),
+    ],
+)
+def test_a_malformed_placeholder_is_refused_with_its_place(place, text, shown) -> None:
+    old, new = PLACES[place]
+    with pytest.raises(ConfigError) as err:
+        parse_config(GOOD.replace(old, new.format(text=text)), ENV)
+    assert f"{place}: malformed placeholder {shown!r}: {HOW}" in err.value.problems
+
+
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [
+        ("$${HOME}", "${HOME}"),
+        ("a $${HOME} and ${HOME}", "a ${HOME} and /home/ada"),
+        ("$$${HOME}", "$${HOME}"),
+        ("cost: $5, $HOME, ${HOME}", "cost: $5, $HOME, /home/ada"),
+        ("$${ X }", "${ X }"),
+    ],
+)
+def test_a_doubled_dollar_writes_a_literal_placeholder(written, read) -> None:
+    config = parse_config(
+        GOOD.replace('name = "user_ltv"', f'name = "{written}"'), {**ENV, "HOME": "/home/ada"}
+    )
+    assert config.model.name == read
+
+
+def test_every_malformed_placeholder_is_listed_with_the_unset_variables() -> None:
+    text = GOOD.replace("${AMPLITUDE_SECRET_KEY}", "${ SECRET }").replace('key = "user_id"', 'key = "${id"')
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, {})
+    assert err.value.problems[:3] == [
+        "environment variable AMPLITUDE_API_KEY is not set (used in destination.api_key)",
+        f"[destination].secret_key: malformed placeholder '${{ SECRET }}': {HOW}",
+        f"[sync].key: malformed placeholder '${{id': {HOW}",
+    ]
+
+
+def test_kept_places_keep_their_references_unread_but_checked() -> None:
+    keep = ("destination.api_key", "destination.secret_key")
+    config = parse_config(GOOD, {}, keep=keep)  # neither key is set: the references are kept
+    assert config.destination.api_key.reveal() == "${AMPLITUDE_API_KEY}"
+    assert config.destination.secret_key.reveal() == "${AMPLITUDE_SECRET_KEY}"
+    with pytest.raises(ConfigError, match=r"\[destination\].api_key: malformed placeholder '\$\{ K \}'"):
+        parse_config(GOOD.replace("${AMPLITUDE_API_KEY}", "${ K }"), {}, keep=keep)
+
+
+@given(hs.text(max_size=40))
+def test_an_escaped_text_reads_back_as_itself(text: str) -> None:
+    assert resolve(escape(text), {}, "a test") == text
+    assert references(escape(text)) == [] and placeholder_problems(escape(text), "a test") == []
+
+
+def test_typed_values_fill_in_their_variables_and_leave_the_others() -> None:
+    template = "postgresql://${USER}:${WAREHOUSE_PASSWORD}@db/prod"
+    assert fill_in(template, {"WAREHOUSE_PASSWORD": "p${w"}) == "postgresql://${USER}:p$${w@db/prod"
+    assert resolve(fill_in(template, {"WAREHOUSE_PASSWORD": "p${w"}), {"USER": "ada"}, "x") == (
+        "postgresql://ada:p${w@db/prod"
+    )
+    assert references(template) == ["USER", "WAREHOUSE_PASSWORD"]
+
+
+# --- names: matched in full, one line of text --------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["ltv\\n", "ltv\\r\\nx", "ltv\\u0000", "ltv\\t"])
+def test_a_sync_name_with_a_line_break_or_control_character_is_refused(name) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(GOOD.replace('name = "ltv-to-amplitude"', f'name = "{name}"'), ENV)
+    assert any(p.startswith("[sync].name") and "may hold only letters" in p for p in err.value.problems)
+
+
+def test_the_sync_name_pattern_matches_whole_names_only() -> None:
+    assert SYNC_NAME.match("ltv-to-amplitude") and SYNC_NAME.fullmatch("ltv to amplitude.v2")
+    assert SYNC_NAME.match("ltv\n") is None and SYNC_NAME.match("a" * 101) is None
+
+
+@pytest.mark.parametrize("name", ["user\\nltv", "user_ltv\\n", "tab\\there"])
+def test_a_model_name_with_a_line_break_is_refused(name) -> None:
+    with pytest.raises(ConfigError, match=r"\[model\].name .* must not hold line breaks"):
+        parse_config(GOOD.replace('name = "user_ltv"', f'name = "{name}"'), ENV)

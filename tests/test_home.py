@@ -227,6 +227,11 @@ def test_state_groups_keep_a_database_with_its_journal_files(tmp_path) -> None:
     assert state_groups(tmp_path / "missing") == ()
 
 
+def test_the_owner_only_secrets_file_moves_with_the_workspace(tmp_path) -> None:
+    write_state(tmp_path, "workspace.json", "secrets.json")
+    assert state_groups(tmp_path) == ((Path("workspace.json"), Path("secrets.json")),)
+
+
 def test_import_moves_file_by_file_and_never_overwrites(tmp_path) -> None:
     old, home = tmp_path / "old", tmp_path / "home"
     write_state(old, "state/a.sqlite", "state/a.sqlite-wal", "state/b.sqlite", "state/c.sqlite")

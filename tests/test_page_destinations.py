@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import stat
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -187,3 +189,63 @@ def test_a_new_key_of_the_same_project_keeps_what_was_sent_when_asked(app_env) -
         at.checkbox(key="dest_same_project").check()
         at.button(key="dest_connect").click().run()
         assert "already has state" in at.warning[0].value and not at.exception
+
+
+def shown(markdown: str) -> str:
+    """What a user reads: the page escapes `$` so Markdown shows it as a dollar sign."""
+    return markdown.replace("\\$", "$")
+
+
+def test_without_a_keyring_a_typed_key_goes_to_an_owner_only_file_and_the_page_says_so(
+    app_env, monkeypatch
+) -> None:
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")  # as on a server
+    at = fill(open_page(), "Prod", "prod-api-key-0123456789", "prod-secret-0123456789", app_env.sandbox.url)
+    secrets = app_env.home / "secrets.json"
+    assert [c.value for c in at.caption if "is kept" in c.value] == [
+        f"The API key of “Prod” is kept in an owner-only file {secrets}, no system keyring is available.",
+        f"The secret key of “Prod” is kept in an owner-only file {secrets}, no system keyring is available.",
+    ]
+    workspace_file = (app_env.home / "workspace.json").read_text()
+    assert "prod-api-key-0123456789" not in workspace_file and "prod-secret-0123456789" not in workspace_file
+    assert "prod-api-key-0123456789" in secrets.read_text() and stat.S_IMODE(secrets.stat().st_mode) == 0o600
+    assert f"••••6789, kept in an owner-only file {secrets}" in rendered(at)
+    assert "prod-api-key-0123456789" not in rendered(at)
+
+
+def test_a_key_written_as_a_variable_is_read_when_used_and_a_missing_one_is_said(
+    app_env, monkeypatch
+) -> None:
+    monkeypatch.delenv("AMP_TEST_PROD_KEY", raising=False)
+    at = fill(open_page(), "Prod", "${AMP_TEST_PROD_KEY}", endpoint=app_env.sandbox.url)
+    assert not at.exception
+    assert (
+        "environment variable AMP_TEST_PROD_KEY is not set (used in the API key of the destination 'Prod')"
+        in (at.error[0].value)
+    )
+    assert "The API key of “Prod” is read from ${AMP_TEST_PROD_KEY}." in [shown(c.value) for c in at.caption]
+    assert '"api_key": "${AMP_TEST_PROD_KEY}"' in (app_env.home / "workspace.json").read_text()
+    assert "API key `read from ${AMP_TEST_PROD_KEY} (not set)`" in rendered(at)  # the list still shows it
+    assert "**Amplitude sandbox**" in rendered(at)
+
+    monkeypatch.setenv("AMP_TEST_PROD_KEY", SANDBOX_API_KEY)
+    at.button(key="dest_test_prod").click().run()
+    assert at.success[0].value.startswith("ok: Amplitude accepts the API key of 'Prod'")
+    assert "API key `••••-key, read from ${AMP_TEST_PROD_KEY}`" in rendered(at)
+
+
+def test_a_deployed_app_reads_keys_from_its_secrets(app_env, monkeypatch) -> None:
+    monkeypatch.delenv("AMP_TEST_DEPLOYED_KEY", raising=False)
+    ws = Workspace(app_env.home)
+    ws.ensure_defaults(app_env.sandbox.url, f"duckdb:///{app_env.demo}")
+    ws.save(Destination("Deployed", Secret("${AMP_TEST_DEPLOYED_KEY}"), None, Region.US, app_env.sandbox.url))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.secrets["AMP_TEST_DEPLOYED_KEY"] = SANDBOX_API_KEY  # what st.secrets holds on Community Cloud
+    at.run()
+    at.switch_page("app_pages/destinations.py").run()
+    assert not at.exception
+    assert "API key `••••-key, read from ${AMP_TEST_DEPLOYED_KEY}`" in rendered(at)
+    at.button(key="dest_test_deployed").click().run()
+    assert at.success[0].value.startswith("ok: Amplitude accepts the API key of 'Deployed'")
+    saved = json.loads((app_env.home / "workspace.json").read_text())["destinations"]["Deployed"]
+    assert saved["api_key"] == "${AMP_TEST_DEPLOYED_KEY}"  # never the value read

@@ -197,8 +197,18 @@ def test_an_exported_file_imports_back_with_the_keys_typed_once(app_env) -> None
     at.button(key="sync_delete_yes").click().run()
 
     at.text_area(key="sync_import_text").input(exported)
-    at.button(key="sync_import").click().run()
-    assert "environment variable AMPLITUDE_API_KEY is not set" in at.error[0].value
+    at.button(key="sync_import").click().run()  # no keys typed, none set: saved, not yet runnable
+    assert not at.exception and all("AMPLITUDE_API_KEY is not set" in e.value for e in at.error)
+    assert at.success[0].value == "Imported the sync 'ltv-sync' with its model and destination."
+    said = at.warning[0].value.replace("\\$", "$")
+    assert said.startswith("Before “ltv-sync” can run: environment variable AMPLITUDE_API_KEY is not set")
+    assert (
+        "AMPLITUDE_SECRET_KEY is not set (used in the secret key of the destination 'Amplitude sandbox')"
+        in said
+    )
+    assert ws.run_problems("ltv-sync") and "${AMPLITUDE_API_KEY}" in ws.path.read_text()
+
+    at.text_area(key="sync_import_text").input(exported)
     at.text_input(key="sync_import_api_key").input(SANDBOX_API_KEY)
     at.text_input(key="sync_import_secret_key").input(SANDBOX_SECRET_KEY)
     at.button(key="sync_import").click().run()
@@ -210,6 +220,26 @@ def test_an_exported_file_imports_back_with_the_keys_typed_once(app_env) -> None
     assert board(at)["Amplitude properties"] == ["plan", "currency"]
     assert at.text_input(key="sync_import_api_key").value == ""
     assert SANDBOX_API_KEY not in rendered(at)
+    assert not at.warning and ws.run_problems("ltv-sync") == []
+
+
+def test_keys_typed_beside_an_imported_file_are_kept_out_of_the_workspace_file(app_env, monkeypatch) -> None:
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")  # this machine may have one
+    monkeypatch.delenv("AMPLITUDE_API_KEY", raising=False)
+    typed_key = "typed-api-key-5e6f7a8b9c0d"
+    ws = Workspace(app_env.home)
+    at = open_syncs(app_env, SavedModel("ltv", DEMO_WAREHOUSE, LTV.sql))
+    save(drag(at, "plan"), "ltv-sync")
+    exported = at.code[0].value.replace('name = "Amplitude sandbox"', 'name = "Prod"')
+    at.text_area(key="sync_import_text").input(exported.replace('name = "ltv-sync"', 'name = "prod-sync"'))
+    at.text_input(key="sync_import_api_key").input(typed_key)
+    at.button(key="sync_import").click().run()
+    assert not at.exception and at.success[0].value.startswith("Imported the sync 'prod-sync'")
+    assert ws.listed(Destination, "Prod").api_key.reveal() == typed_key  # its secret key is not set
+    assert typed_key not in ws.path.read_text() and typed_key not in rendered(at)
+    assert typed_key in (app_env.home / "secrets.json").read_text()
+    said = at.warning[0].value.replace("\\$", "$")  # the secret key is still a ${VAR}, not set
+    assert "AMPLITUDE_SECRET_KEY is not set (used in the secret key of the destination 'Prod')" in said
 
 
 def test_an_invalid_file_lists_every_problem(app_env) -> None:

@@ -122,3 +122,65 @@ def test_delete_asks_first_and_is_refused_while_a_model_uses_the_warehouse(app_e
     at.button(key="wh_delete_confirm").click().run()
     assert "is used by model 'ltv'" in at.error[0].value
     assert Workspace(app_env.home).names(Warehouse) == [DEMO_WAREHOUSE]
+
+
+def test_without_a_keyring_a_typed_password_goes_to_an_owner_only_file_and_the_page_says_so(
+    app_env, monkeypatch
+) -> None:
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")  # as on a server
+    at = save(open_page(), "Prod", "postgresql+psycopg://analyst:hunter2-secret@127.0.0.1:9/prod")
+    secrets = app_env.home / "secrets.json"
+    assert f"The URL of “Prod” is kept in an owner-only file {secrets}, no system keyring is available." in [
+        c.value for c in at.caption
+    ]
+    assert "hunter2-secret" not in (app_env.home / "workspace.json").read_text()
+    assert "hunter2-secret" in secrets.read_text() and "hunter2-secret" not in rendered(at)
+
+    at = save(at, "CRM", f"sqlite:///{sqlite_file(app_env.home.parent)}")  # no password: nothing to hide
+    assert "The URL of “CRM” is kept in the workspace file, as it holds nothing secret." in [
+        c.value for c in at.caption
+    ]
+
+
+def test_a_password_written_as_a_variable_is_read_when_used_and_a_missing_one_is_said(
+    app_env, monkeypatch
+) -> None:
+    monkeypatch.delenv("AMP_TEST_PG_PASSWORD", raising=False)
+    at = save(open_page(), "Prod", "postgresql+psycopg://analyst:${AMP_TEST_PG_PASSWORD}@127.0.0.1:9/prod")
+    assert at.error[0].value == (
+        "environment variable AMP_TEST_PG_PASSWORD is not set (used in the URL of the warehouse 'Prod')"
+    )
+    assert "The URL of “Prod” is read from \\${AMP_TEST_PG_PASSWORD}." in [c.value for c in at.caption]
+    listed = "postgresql+psycopg://analyst:***@127.0.0.1:9/prod (read from ${AMP_TEST_PG_PASSWORD}: not set)"
+    assert listed in [c.value for c in at.code]  # the list still shows it
+
+    monkeypatch.setenv("AMP_TEST_PG_PASSWORD", "hunter2-secret")
+    at.button(key="wh_test_prod").click().run()
+    assert "cannot connect to the warehouse at postgresql+psycopg://analyst:***@127.0.0.1:9/prod" in (
+        at.error[0].value
+    )
+    assert "hunter2-secret" not in rendered(at)
+    assert "hunter2-secret" not in (app_env.home / "workspace.json").read_text()
+
+
+def test_files_a_warehouse_allows_are_read_by_its_models_and_no_others(app_env, tmp_path) -> None:
+    import duckdb
+
+    duckdb.connect(str(tmp_path / "local.duckdb")).close()
+    (tmp_path / "plans.csv").write_text("user_id,plan\nalice-001,pro\n")
+    (tmp_path / "private.csv").write_text("secret\nhunter2\n")
+    at = open_page()
+    at.text_area(key="wh_files").input(f"{tmp_path}/plans.csv")
+    save(at, "Local files", f"duckdb:///{tmp_path}/local.duckdb")
+    assert Workspace(app_env.home).get(Warehouse, "Local files").read_files == (f"{tmp_path}/plans.csv",)
+    assert f"Its models may read: `{tmp_path}/plans.csv`" in [c.value for c in at.caption]
+
+    at.switch_page("app_pages/models.py").run()
+    at.selectbox(key="model_warehouse").select("Local files").run()
+    key = next(e.key for e in at.get("component_instance") if "ace" in e.proto.component_name)
+    at.session_state[key] = f"select * from read_csv('{tmp_path}/plans.csv')"
+    at.run()
+    assert not at.exception and at.dataframe[0].value.values.tolist() == [["alice-001", "pro"]]
+    at.session_state[key] = f"select * from read_csv('{tmp_path}/private.csv')"
+    at.run()
+    assert f"the model reads {tmp_path}/private.csv, which the sync does not allow" in at.error[0].value
