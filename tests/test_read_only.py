@@ -6,6 +6,7 @@ databases themselves: nothing written, attached, dropped or installed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from pathlib import Path
@@ -90,13 +91,58 @@ def test_duckdb_hidden_attach_drops_nothing_elsewhere(
         assert con.execute("select x from keep").fetchall() == [(1,)]
 
 
+def httpfs_installed() -> bool:
+    with duckdb.connect(":memory:") as con:
+        row = con.execute("select installed from duckdb_extensions() where extension_name = 'httpfs'")
+        return bool(row.fetchone()[0])
+
+
 @pytest.mark.parametrize("trick", DUCKDB_TRICKS)
-def test_duckdb_hidden_install_is_refused(trick, users_duckdb, tmp_path, sandbox, home, capsys) -> None:
+def test_duckdb_hidden_install_installs_nothing(trick, users_duckdb, tmp_path, sandbox, home, capsys) -> None:
+    before = httpfs_installed()
     code, said = preview(
         sync_file(tmp_path, users_duckdb, sandbox.url, DUCKDB_TRICKS[trick].format(payload="INSTALL httpfs")),
         capsys,
     )
     assert code == 2 and "amp-sync:" in said
+    assert httpfs_installed() == before
+
+
+SQLITE_TRICKS = {
+    "a -- comment ended by a carriage return": USERS + " -- note\r; {payload}",
+    "a semicolon in a string": "select 'a;b' as s, user_id, plan, ltv from users; {payload}",
+    "a semicolon in a quoted name": 'select 1 as "x;y", user_id, plan, ltv from users; {payload}',
+    "a block comment holding a semicolon": "select /* ; */ user_id, plan, ltv from users; {payload}",
+    "a no-break space before the payload": USERS + ";\u00a0{payload}",
+}
+
+
+@pytest.fixture
+def users_sqlite(tmp_path: Path) -> Path:
+    path = tmp_path / "warehouse.db"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("create table users (user_id text, plan text, ltv integer)")
+        db.execute("insert into users values ('alice-001', 'pro', 10), ('bobby-002', 'free', 0)")
+        db.commit()
+    return path
+
+
+@pytest.mark.parametrize(
+    "payload", ["ATTACH '{tmp}/attached.db' AS a", "DELETE FROM users", "DROP TABLE users"]
+)
+@pytest.mark.parametrize("trick", SQLITE_TRICKS)
+def test_sqlite_hidden_statements_attach_and_delete_nothing(
+    trick, payload, users_sqlite, tmp_path, sandbox, home, capsys
+) -> None:
+    sql = SQLITE_TRICKS[trick].format(payload=payload.format(tmp=tmp_path))
+    code, said = preview(sync_file(tmp_path, f"sqlite:///{users_sqlite}", sandbox.url, sql), capsys)
+    if "carriage return" in trick:  # SQLite ends a -- comment at a newline only: one honest query
+        assert code == 0 and "2 rows read" in said
+    else:
+        assert code == 2 and "statements" in said
+    assert not (tmp_path / "attached.db").exists()
+    with contextlib.closing(sqlite3.connect(users_sqlite)) as db:
+        assert db.execute("select count(*) from users").fetchone() == (2,)
 
 
 def test_an_in_memory_duckdb_cannot_attach_the_warehouse_and_delete_its_rows(
