@@ -11,7 +11,7 @@ from hypothesis import settings
 from pg_server import PostgresServer, find_pg_bin
 from support import AppEnv, Warehouse, sync_file_text
 
-from amp_sync.sandbox import Sandbox
+from amp_sync.sandbox import Faults, Sandbox
 
 # Shared CI machines are slow and uneven: judge properties, not speed.
 settings.register_profile("amp_sync", deadline=None, max_examples=60)
@@ -43,6 +43,21 @@ def sandbox() -> Iterator[Sandbox]:
     """The Amplitude sandbox on a free loopback port."""
     with Sandbox() as sb:
         yield sb
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Sandbox]:
+    """One sandbox for a whole test module; `sb` gives each test a clean one."""
+    with Sandbox() as sb:
+        yield sb
+
+
+@pytest.fixture
+def sb(server: Sandbox) -> Iterator[Sandbox]:
+    """The module's sandbox, emptied, with no faults once the test is done."""
+    server.store.reset()
+    yield server
+    server.set_faults(Faults())
 
 
 @pytest.fixture(scope="session")

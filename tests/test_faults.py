@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,19 +38,6 @@ from amp_sync.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 USERS = ["user-00001", "user-00002", "user-00003"]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Sandbox]:
-    with Sandbox() as sb:
-        yield sb
-
-
-@pytest.fixture
-def sb(server: Sandbox) -> Iterator[Sandbox]:
-    server.store.reset()
-    yield server
-    server.set_faults(Faults())
 
 
 def identify(sb: Sandbox, users: list[str] = USERS, **props: Any) -> requests.Response:

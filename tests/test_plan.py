@@ -255,17 +255,10 @@ def test_a_value_too_deep_or_too_wide_rejects_its_row_and_the_others_go_on(objec
     assert sorted(plan.payloads) == ["bobby", "frank"]
 
 
-EVENT_SYNC = """
-[source]
-url = "sqlite://"
-[destination]
-name = "t"
-api_key = "key-for-tests"
-region = "us"
-[model]
-name = "m"
-sql = "select 1"
-[sync]
+# The event sync: SYNC's tables, with an event object's [sync] keys.
+EVENT_SYNC = (
+    SYNC.split("[sync]")[0]
+    + """[sync]
 name = "e"
 object = "event"
 key = "id"
@@ -278,6 +271,7 @@ property = "plan"
 column = "ltv"
 property = "ltv"
 """
+)
 
 
 def test_an_event_property_too_deep_or_too_wide_rejects_its_row_and_the_others_go_on() -> None:

@@ -8,7 +8,6 @@ import http.client
 import json
 import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -29,19 +28,6 @@ from amp_sync.sandbox import (
 USER, OTHER, NEWCOMER = "user-00001", "user-00002", "user-00003"
 HUGE = 10**400  # a whole number past a float's range: adding a float to it overflows
 EVIL = "http://evil.example"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Sandbox]:
-    with Sandbox() as sb:
-        yield sb
-
-
-@pytest.fixture
-def sb(server: Sandbox) -> Iterator[Sandbox]:
-    server.store.reset()
-    yield server
-    server.set_faults(Faults())
 
 
 def raw(
