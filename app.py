@@ -23,4 +23,5 @@ pages = {
         st.Page(ui.HISTORY, title="History", icon=":material/history:"),
     ],
 }
+ui.style()
 st.navigation(pages).run()

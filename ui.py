@@ -6,7 +6,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -217,3 +217,28 @@ def confirm_delete(
         on_click=_delete, args=(ws, kind, name, prefix, on_deleted),
     )  # fmt: skip
     no.button("Keep it", key=f"{prefix}_delete_cancel", on_click=ask_delete, args=(prefix, None))
+
+
+def number_columns(names: Iterable[str]) -> dict[str, Any]:
+    """Column settings that show whole numbers as the metrics do: 11,999, not 11999."""
+    return {name: st.column_config.NumberColumn(format="localized") for name in names}
+
+
+# Buttons that delete or revert: red, so they do not pass for everyday ones ("Keep it" stays plain).
+DESTRUCTIVE_CSS = """
+<style>
+div[class*="st-key-"][class*="_delete"]:not([class*="_delete_cancel"]) button,
+div[class*="st-key-history_revert_confirm"] button {
+  color: #c62828; border-color: #c62828;
+}
+div[class*="st-key-"][class*="_delete_confirm"] button,
+div[class*="st-key-history_revert_confirm"] button {
+  background-color: #c62828; color: #ffffff;
+}
+</style>
+"""
+
+
+def style() -> None:
+    """The app's few style rules, once per page run."""
+    st.html(DESTRUCTIVE_CSS)

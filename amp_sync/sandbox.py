@@ -41,6 +41,7 @@ import math
 import random
 import re
 import socket
+import sys
 import threading
 import time
 import urllib.error
@@ -1583,6 +1584,13 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.app = app
         self.idle_timeout = idle_timeout
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that resets or drops its connection mid-request is ordinary for a stand-in that
+        # takes injected faults and killed runs: it is not worth a traceback in the terminal.
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
 
 
 class Sandbox:

@@ -678,3 +678,8 @@ def writers(home: Path, ref: DestinationRef, writes: set[str], skip: str) -> dic
             if known.ref.ident == ref.ident and shared:
                 found[name] = shared
     return found
+
+
+def synced_names(home: Path) -> list[str]:
+    """The names of every sync with saved state under `home`: from the app or from a sync file."""
+    return sorted((p.stem for p in (home / "state").glob("*.sqlite") if p.is_file()), key=str.lower)

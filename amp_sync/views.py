@@ -24,6 +24,8 @@ FIRST_SYNC = "(new)"
 MISSING_KEY = "(missing)"
 HISTORY_COUNTS = ("new", "changed", "unchanged", "removed", "rejected", "sent", "failed")
 CHART_COUNTS = ("sent", "failed", "rejected")
+# The History table's number columns, shown with thousands separators as the metrics are.
+HISTORY_NUMBERS = tuple(name.capitalize() for name in HISTORY_COUNTS)
 
 Row = dict[str, Any]
 
@@ -64,6 +66,22 @@ def filter_keys(keys: Sequence[str], text: str) -> list[str]:
     needle = text.strip().lower()
     matching = [k for k in keys if needle in k.lower()] if needle else []
     return matching or list(keys)
+
+
+def field_change_total(plan: Plan) -> int:
+    """Every field-level change the plan sends (the sample holds only the first of them)."""
+    return sum(plan.property_counts.values())
+
+
+def field_change_note(plan: Plan, shown: int) -> str:
+    """How many field changes the grid shows, out of the true total."""
+    total, kept = field_change_total(plan), len(plan.sample)
+    if sample_truncated(plan):
+        return (
+            f"{shown:,} shown of {total:,} field changes: the preview keeps the first {kept:,}, a run "
+            "sends all of them."
+        )
+    return f"{shown:,} of {max(total, kept):,} field changes shown."
 
 
 def sample_truncated(plan: Plan) -> bool:

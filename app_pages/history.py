@@ -45,12 +45,15 @@ def empty_state(pick: str) -> None:
     """No run yet: say where runs come from."""
     which = "this sync" if pick != ALL else "any sync"
     st.info(f"There is no run of {which} yet. Preview a sync, check what changes, then start it.")
-    st.page_link(ui.PREVIEW, label="Go to Preview", icon="🔍")
+    st.page_link(ui.PREVIEW, label="Go to Preview", icon=":material/preview:")
 
 
 def show_runs(runs: list[tuple[str, RunRecord]]) -> None:
     """The table of runs and a chart of what each one sent, failed and rejected."""
-    st.dataframe(views.history_rows(runs), hide_index=True, width="stretch", key="history_runs")
+    st.dataframe(
+        views.history_rows(runs), hide_index=True, width="stretch", key="history_runs",
+        column_config=ui.number_columns(views.HISTORY_NUMBERS),
+    )  # fmt: skip
     st.caption(
         "Times are this machine's local time. Failed rows go out again on the next run. Each run "
         "belongs to the destination it sent to."
@@ -173,9 +176,11 @@ st.title("History")
 st.caption("Every run: what it found, what it sent, and the rows it could not send.")
 
 ws = ui.attempt(ui.workspace)
-names = ui.attempt(lambda: ws.names(SavedSync)) if ws else None
-if names is None:
+saved_names = ui.attempt(lambda: ws.names(SavedSync)) if ws else None
+if saved_names is None:
     st.stop()
+# Syncs run from a sync file (amp-sync run FILE) have state here too: their runs show as well.
+names = sorted({*saved_names, *(ui.attempt(lambda: state.synced_names(ui.home())) or [])}, key=str.lower)
 if not names:
     empty_state(ALL)
     st.stop()
@@ -191,5 +196,10 @@ show_runs(all_runs)
 show_rejections(all_runs)
 if picked == ALL:
     st.caption("Pick one sync above to revert its last run.")
+elif picked not in saved_names:
+    st.caption(
+        f"“{picked}” runs from a sync file, not from the app: revert its last run with "
+        "`amp-sync revert FILE`, or import the file on the Syncs page."
+    )
 else:
     revert_section(picked, all_runs[0][1])

@@ -36,13 +36,13 @@ def render_sandbox_banner(ws: Workspace) -> bool:
         st.info(
             f"**Demo mode.** Your destination is the local Amplitude sandbox at {ui.sandbox_url()}: "
             "nothing leaves this machine. Add your own project on the Destinations page when ready.",
-            icon="🧪",
+            icon=":material/science:",
         )
     if local and not sandbox.is_running(ui.sandbox_url()):
         st.warning(
             f"The sandbox is not running at {ui.sandbox_url()}, so syncs to it will fail. Start it in a "
             "terminal with `amp-sync sandbox`, or start everything with `make run`.",
-            icon="⚠️",
+            icon=":material/warning:",
         )
     return demo
 
@@ -100,7 +100,7 @@ def _send_faults(read: Callable[[], Faults]) -> None:
 
 
 def render_fault_controls() -> None:
-    with st.expander("Simulate Amplitude failures", icon="💥"):
+    with st.expander("Simulate Amplitude failures", icon=":material/bolt:"):
         st.caption(
             "Make the sandbox fail the way Amplitude and networks can, then run a sync: it retries "
             "and delivers every row exactly once. Chances are per request, from 0 to 1."
@@ -147,7 +147,7 @@ def render_checklist(ws: Workspace) -> None:
         ):
             status = f"✅ done · {step.count} saved" if step.done else "⬜ not done yet"
             st.markdown(f"**{number}. {title}** — {status}")
-            st.page_link(page, label=f"Open {label}", icon="➡️")
+            st.page_link(page, label=f"Open {label}", icon=":material/arrow_forward:")
 
 
 def render_recent_runs(ws: Workspace) -> None:
@@ -155,7 +155,7 @@ def render_recent_runs(ws: Workspace) -> None:
     runs = ui.attempt(lambda: recent_runs(ui.home(), ws.names(SavedSync)))
     if not runs:
         st.info("No runs yet. Preview a saved sync to see what would change, then run it.")
-        st.page_link(ui.PREVIEW, label="Open Preview", icon="🔍")
+        st.page_link(ui.PREVIEW, label="Open Preview", icon=":material/preview:")
         return
     frame = pd.DataFrame(
         {
@@ -177,7 +177,7 @@ def render_recent_runs(ws: Workspace) -> None:
             "duration": st.column_config.NumberColumn("duration", format="%.1f s"),
         },
     )
-    st.page_link(ui.HISTORY, label="All runs, with rejected rows: History", icon="📈")
+    st.page_link(ui.HISTORY, label="All runs, with rejected rows: History", icon=":material/history:")
 
 
 st.title("amp_sync")
@@ -189,7 +189,7 @@ ws = ui.attempt(ui.workspace)
 if ws is None:
     st.stop()
 if moved := ui.moved_state_note():  # an old ./.amp_sync, moved into the home or left with a how-to
-    st.info(moved, icon="📦")
+    st.info(moved, icon=":material/inventory_2:")
 if render_sandbox_banner(ws):
     render_fault_controls()
 render_checklist(ws)

@@ -151,7 +151,7 @@ def show_counts(report: Report, config: SyncConfig) -> None:
     if plan.rows_read == 0:
         st.warning(EMPTY_MODEL)
     if config.sync.object in (SyncObject.USER, SyncObject.DEVICE):
-        st.info(EVENTS_NOTE, icon="ℹ️")
+        st.info(EVENTS_NOTE, icon=":material/info:")
 
 
 def show_notes(name: str, report: Report, config: SyncConfig) -> None:
@@ -250,9 +250,7 @@ def show_changes(report: Report) -> str:
         st.dataframe(shown, hide_index=True, width="stretch", key="preview_changes")
     else:
         st.warning(f"No field change in the preview has a key or property containing {text.strip()!r}.")
-    note = f"{len(shown):,} of {len(rows):,} field changes shown."
-    if views.sample_truncated(report.plan):
-        note += f" The preview keeps the first {len(rows):,} field changes; a run sends all of them."
+    note = views.field_change_note(report.plan, len(shown))
     st.caption(note + " (new): first sync of that property; (unset): no value, cleared in Amplitude.")
     return text
 
@@ -314,8 +312,10 @@ def start_section(
             f"Type the sync name **{name}** to confirm.",
             key="confirm_sync_name",
         )
-    allowed = views.can_start(to_send, typed, name)
-    label = "Start sync" if to_send else "Start sync (nothing to send)"
+    # A run with no row to send still resends what is in doubt and settles what the user decided.
+    work = to_send or report.in_doubt or report.settled or target
+    allowed = bool(work) and views.can_start(to_send, typed, name)
+    label = "Start sync" if work else "Start sync (nothing to send)"
     if target:
         label = f"Save the sync with {target!r} and start it"
     clicked = st.button(label, key="start_sync", type="primary", disabled=not allowed)
@@ -364,7 +364,7 @@ def show_outcome(outcome: Report | AmpSyncError, config: SyncConfig) -> None:
             (st.warning if note_level == "warning" else st.info)(note)
         if outcome.failure_reasons:
             st.dataframe(views.failure_rows(outcome.failure_reasons), hide_index=True, key="run_failures")
-    st.page_link(ui.HISTORY, label="See every run in History", icon="📈")
+    st.page_link(ui.HISTORY, label="See every run in History", icon=":material/history:")
 
 
 st.title("Preview")
@@ -376,7 +376,7 @@ if ws is None or names is None:
     st.stop()
 if not names:
     st.info("There is no saved sync yet. Create one on the Syncs page: a model, a destination, a mapping.")
-    st.page_link(ui.SYNCS, label="Create a sync", icon="🔀")
+    st.page_link(ui.SYNCS, label="Create a sync", icon=":material/sync_alt:")
     st.stop()
 
 sync_name = choose_sync(names)
@@ -384,7 +384,7 @@ promote_to = ui.promotion(sync_name)
 sync_config = ui.attempt(lambda: load_config(ws, sync_name, promote_to))
 if sync_config is None:
     ui.end_promotion()
-    st.page_link(ui.SYNCS, label="Fix the sync", icon="🔀")
+    st.page_link(ui.SYNCS, label="Fix the sync", icon=":material/sync_alt:")
     st.stop()
 if promote_to:
     promotion_banner(ws, sync_name, promote_to)

@@ -282,6 +282,7 @@ def test_an_empty_result_says_so_with_zero_counts(
     ]
     assert "No field changes: the model returned no rows." in [c.value for c in at.caption]
     assert at.button(key="start_sync").label == "Start sync (nothing to send)"
+    assert at.button(key="start_sync").disabled
     assert app_env.sandbox.store.requests() == []
 
 

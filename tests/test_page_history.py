@@ -200,3 +200,30 @@ def test_each_run_names_its_destination(app_env: AppEnv) -> None:
     assert list(runs.columns[:3]) == ["Sync", "Destination", "Run"]
     assert list(runs["Destination"]) == [SANDBOX_DESTINATION]
     assert "already has" not in texts(at.caption)
+
+
+def test_a_sync_run_from_a_file_shows_in_history_beside_the_apps(app_env: AppEnv, tmp_path) -> None:
+    """The CLI and the app share one home: a sync file's runs are listed without importing it."""
+    from support import sync_file_text
+
+    from amp_sync.cli import main
+    from amp_sync.workspace import Warehouse, Workspace
+
+    ws = save_sync(app_env, sql=SMALL_SQL, mappings=MAPPINGS[1:2])
+    runner.run(ws.sync_config(SYNC), app_env.home)
+    url = Workspace(app_env.home).get(Warehouse, DEMO_WAREHOUSE).url.reveal()
+    sql = (
+        "select user_id, plan_id as plan, 1 as ltv from users "
+        "where user_id between 'u_000100' and 'u_000104'"
+    )
+    path = tmp_path / "cli.toml"
+    path.write_text(sync_file_text(url, app_env.sandbox.url, sql=sql, name="from-a-file"), encoding="utf-8")
+    assert main(["run", str(path)]) == 0
+
+    at = open_page("app_pages/history.py")
+    runs = table(at, "Run", "Sent")
+    assert sorted(runs["Sync"]) == ["from-a-file", SYNC]
+    assert dict(zip(runs["Sync"], runs["Sent"], strict=True))["from-a-file"] == 5
+    at.selectbox(key="history_sync").select("from-a-file").run()
+    assert not at.exception
+    assert "runs from a sync file" in texts(at.caption) and "amp-sync revert FILE" in texts(at.caption)

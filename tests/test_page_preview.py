@@ -120,7 +120,10 @@ def test_preview_shows_every_change_before_sending(app_env: AppEnv) -> None:
     changes = table(at, "Last synced")
     assert len(changes) == 5_000
     assert set(changes["Last synced"]) == {"(new)"}
-    assert "first 5,000 field changes" in texts(at.caption)
+    # Every user's plan and lifetime value, and the paid ones' first paid date: the true total.
+    total = sum(props["Users"])
+    assert total > 2 * 11_999 and props["Users"].max() == 11_999
+    assert f"5,000 shown of {total:,} field changes: the preview keeps the first 5,000" in texts(at.caption)
     key = changes["Key"].iloc[0]  # the warehouse returns rows in no fixed order
     at.text_input(key="preview_filter").input(key).run()
     one = table(at, "Last synced")
@@ -190,6 +193,7 @@ def test_confirmation_then_run_delivers_and_a_second_preview_is_empty(app_env: A
     assert (metrics(at)["New"], metrics(at)["Changed"]) == ("0", "0")
     assert not at.text_input  # nothing to confirm: nothing to send
     assert "nothing to send" in at.button(key="start_sync").label
+    assert at.button(key="start_sync").disabled
 
 
 def test_after_a_run_the_diff_shows_last_synced_and_new_values(app_env: AppEnv) -> None:

@@ -521,3 +521,21 @@ def test_ingest_then_500_still_applies_the_whole_request(sb: Sandbox) -> None:
     items = [{"user_id": USER, "user_properties": {"plan": "pro"}}, {"user_id": OTHER}]
     assert post(sb, "/identify", items).status_code == 500
     assert [p["user_id"] for p in fetch(sb.url, "profiles")] == [USER, OTHER]
+
+
+def test_a_client_that_resets_its_connection_prints_no_traceback(sb: Sandbox, capfd) -> None:
+    """The server's terminal stays quiet when a client goes away in the middle of a request."""
+    import struct
+
+    host, port = sb.url.removeprefix("http://").split(":")
+    for _ in range(3):
+        with socket.create_connection((host, int(port))) as conn:
+            conn.sendall(
+                f"POST /batch HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+                "Content-Length: 100000\r\n\r\n{\"api_key\": ".encode()
+            )
+            # SO_LINGER 0: close() sends a reset, as a killed client's kernel does.
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    assert requests.get(f"{sb.url}/health", timeout=5).status_code == 200
+    time.sleep(0.2)  # let the handler threads meet the reset; nothing is waited for but their output
+    assert "Traceback" not in capfd.readouterr().err
