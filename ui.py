@@ -53,6 +53,17 @@ def promotion(sync: str) -> str | None:
     return asked[1] if asked and asked[0] == sync else None
 
 
+PREVIEW_ASKED = "preview_asked"  # the sync whose preview the Preview page computes on arrival
+
+
+def open_preview(name: str) -> None:
+    """Go to the Preview page with `name` chosen and its preview already computed."""
+    st.session_state["selected_sync"] = name
+    st.session_state[PREVIEW_ASKED] = name
+    st.session_state.pop("preview_sync", None)  # the Preview page's picker follows selected_sync
+    st.switch_page(PREVIEW)
+
+
 def end_promotion() -> None:
     """Forget the promotion (started, or cancelled)."""
     st.session_state.pop(PROMOTION, None)

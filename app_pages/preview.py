@@ -391,7 +391,8 @@ if promote_to:
 describe(sync_config)
 
 clicked = st.button("Preview", key="preview_button", type="primary")
-if clicked or (promote_to and st.session_state.pop(ui.PROMOTION_ASKED, False)):
+asked = st.session_state.pop(ui.PREVIEW_ASKED, None) == sync_name  # from the Syncs page's button
+if clicked or asked or (promote_to and st.session_state.pop(ui.PROMOTION_ASKED, False)):
     run_preview(sync_name, sync_config)
 flash = st.session_state.pop(FLASH, None)
 if flash and flash[0] == sync_name:

@@ -507,3 +507,15 @@ def test_a_saved_sync_writing_the_same_property_is_named_before_either_ran(app_e
     at = preview(open_page("app_pages/preview.py"))
     prop = mine.mappings[0].property
     assert f"The sync 'plans-too' also writes {prop} at this destination" in notes(at)
+
+
+def test_arriving_from_the_syncs_page_shows_the_preview_already_computed(app_env: AppEnv) -> None:
+    save_sync(app_env, sql=SMALL_SQL, mappings=MAPPINGS[1:2])
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at.session_state["selected_sync"] = SYNC
+    at.session_state["preview_asked"] = SYNC  # what the Syncs page's Preview button leaves
+    at.switch_page("app_pages/preview.py").run()
+    assert not at.exception
+    assert metrics(at)["New"] == "30"  # computed on arrival, no Preview click
+    at.run()
+    assert metrics(at)["New"] == "30" and "preview_asked" not in at.session_state
