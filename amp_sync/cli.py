@@ -1,4 +1,4 @@
-"""The `amp-sync` command: preview, run and check syncs, serve the sandbox, build the demo."""
+"""The `amp-sync` command: list, preview, run and check syncs, serve the sandbox, build the demo."""
 
 from __future__ import annotations
 
@@ -9,17 +9,20 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from amp_sync import __version__
 from amp_sync.amplitude import DEFAULT_ATTEMPTS, RetryPolicy
+from amp_sync.api import check_saved, is_sync_file, load_sync
 from amp_sync.config import SyncConfig, load_config
 from amp_sync.credentials import check_keys, event_activity
 from amp_sync.errors import AmpSyncError, ConfigError
 from amp_sync.home import adopt_legacy, find_home, home_dir, import_state, legacy_folder
 from amp_sync.outbox import Stale
 from amp_sync.runner import Progress, Report, RunOptions, preview, preview_revert, rekey, revert, run
-from amp_sync.views import report_notes
+from amp_sync.state import RunRecord, history
+from amp_sync.views import local_time, report_notes
+from amp_sync.workspace import SavedSync, Workspace
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 
@@ -58,12 +61,12 @@ def _parser() -> argparse.ArgumentParser:
         ("run", _run, "send new and changed rows to Amplitude and save what it acknowledged"),
     ):
         cmd = sub.add_parser(name, help=text, description=text)
-        cmd.add_argument("file", type=Path, help="the sync file (TOML)")
+        cmd.add_argument("file", metavar="FILE|NAME", help=_TARGET)
         cmd.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         cmd.set_defaults(handler=handler)
     text = "undo the last run that changed anything: send back the values it replaced"
     cmd = sub.add_parser("revert", help=text, description=text)
-    cmd.add_argument("file", type=Path, help="the sync file (TOML)")
+    cmd.add_argument("file", metavar="FILE|NAME", help=_TARGET)
     cmd.add_argument("--preview", action="store_true", help="show what the revert would send; send nothing")
     cmd.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     cmd.set_defaults(handler=_revert)
@@ -86,8 +89,9 @@ def _parser() -> argparse.ArgumentParser:
             help=f"tries per request before its rows count as failed ({DEFAULT_ATTEMPTS})",
         )  # fmt: skip
     check = sub.add_parser("check", help="check the destination's keys; ingests nothing")
-    check.add_argument("file", type=Path)
+    check.add_argument("file", metavar="FILE|NAME", help=_TARGET)
     check.set_defaults(handler=_check)
+    _saved_parsers(sub)
     _sandbox_parser(sub)
     text = "say which folder amp_sync keeps its state in, or move an older folder's state into it"
     home = sub.add_parser("home", help=text, description=text)
@@ -101,6 +105,21 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--force", action="store_true", help="rebuild even if it exists")
     demo.set_defaults(handler=_demo)
     return parser
+
+
+_TARGET = "a sync file (a path that exists or ends in .toml), or the name of a sync saved in the app"
+
+
+def _saved_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    text = "list the syncs saved in the app, with their destination and last run"
+    cmd = sub.add_parser("list", help=text, description=text)
+    cmd.add_argument("--json", action="store_true", help="print one JSON array on stdout")
+    cmd.set_defaults(handler=_list)
+    text = "show a sync's runs, newest first: kind, start, counts, status and why rows failed"
+    cmd = sub.add_parser("history", help=text, description=text)
+    cmd.add_argument("file", metavar="FILE|NAME", help=_TARGET)
+    cmd.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    cmd.set_defaults(handler=_history)
 
 
 def _sandbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -164,11 +183,17 @@ def _home_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _config(args: argparse.Namespace, home: Path) -> SyncConfig:
+    """The sync the command line names: a sync file, or a sync saved in the app."""
+    return load_sync(args.file, home=home)
+
+
 def _preview(args: argparse.Namespace) -> int:
-    config = load_config(args.file)
+    home = _home()
+    config = _config(args, home)
     line = ProgressLine(args.json)
     try:
-        report = preview(config, _home(), progress=line, stale=_stale(args))
+        report = preview(config, home, progress=line, stale=_stale(args))
     finally:
         line.close()
     _print_report(report, config, args.json)
@@ -184,20 +209,22 @@ def _run(args: argparse.Namespace) -> int:
 
 def _revert(args: argparse.Namespace) -> int:
     if args.preview:
-        config = load_config(args.file)
-        _print_report(preview_revert(config, _home()), config, args.json)
+        home = _home()
+        config = _config(args, home)
+        _print_report(preview_revert(config, home), config, args.json)
         return EXIT_OK
     return _send(args, revert, "revert again to retry them")
 
 
 def _send(args: argparse.Namespace, action: Callable[..., Report], retry: str) -> int:
     """Run or revert with the command line's options; the exit status says what was delivered."""
-    config = load_config(args.file)
+    home = _home()
+    config = _config(args, home)
     policy = RetryPolicy(attempts=args.attempts)
     options = RunOptions(concurrency=args.concurrency, policy=policy, stale=_stale(args))
     line = ProgressLine(args.json)
     try:
-        report = action(config, _home(), options, progress=line)
+        report = action(config, home, options, progress=line)
     finally:
         line.close()
     _print_report(report, config, args.json)
@@ -236,10 +263,84 @@ def _delivery_status(report: Report, retry: str) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    config = load_config(args.file)
+    config = _config(args, _home())
     verdict = check_keys(config.destination)
     print(verdict.message if verdict.ok else f"not ok: {verdict.message}")
     return EXIT_OK if verdict.ok else EXIT_FAILED
+
+
+def _list(args: argparse.Namespace) -> int:
+    home = _home()
+    rows = [_listed(s, home) for s in Workspace(home).listing(SavedSync)]
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False))
+        return EXIT_OK
+    if not rows:
+        print(f"no syncs are saved in the app (at {home}); `amp-sync run FILE` runs a sync file")
+        return EXIT_OK
+    table = [(r["name"], r["destination"], _last_run_words(r["last_run"])) for r in rows]
+    _print_table(("SYNC", "DESTINATION", "LAST RUN"), table)
+    return EXIT_OK
+
+
+def _listed(sync: SavedSync, home: Path) -> dict[str, Any]:
+    runs = history(home, sync.name)
+    last = _run_json(runs[0]) if runs else None
+    return {"name": sync.name, "destination": sync.destination, "model": sync.model,
+            "object": str(sync.object), "last_run": last}  # fmt: skip
+
+
+def _last_run_words(run: dict[str, Any] | None) -> str:
+    if run is None:
+        return "never run"
+    return (
+        f"#{run['id']} {run['kind']} {run['started']}: {run['status']}, sent {run['counts'].get('sent', 0):,}"
+    )
+
+
+def _print_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _history(args: argparse.Namespace) -> int:
+    home = _home()
+    name = _history_name(args.file, home)
+    runs = history(home, name)
+    if args.json:
+        print(json.dumps({"sync": name, "runs": [_run_json(r) for r in runs]}, ensure_ascii=False))
+        return EXIT_OK
+    if not runs:
+        print(f"{name}: no runs yet")
+        return EXIT_OK
+    print(f"{name}: {len(runs):,} runs, newest first")
+    for r in runs:
+        counts = "  ".join(f"{k} {r.counts.get(k, 0):,}" for k in _HISTORY_COUNTS)
+        print(f"  #{r.id} {r.kind} {local_time(r.started_at)} {r.status}  {counts}")
+        if r.message:
+            print(f"      {r.message}")
+    return EXIT_OK
+
+
+_HISTORY_COUNTS = ("new", "changed", "rejected", "sent", "failed")
+
+
+def _history_name(target: str, home: Path) -> str:
+    """The sync name whose state to read: a file's sync, a saved sync, or one that has run."""
+    if is_sync_file(target):
+        return load_config(Path(target)).sync.name
+    if not history(home, target):
+        check_saved(target, Workspace(home).names(SavedSync), home)
+    return target
+
+
+def _run_json(r: RunRecord) -> dict[str, Any]:
+    """One history entry; `message` says why rows failed or the run stopped (empty when ok)."""
+    took = r.finished_at - r.started_at if r.finished_at is not None else None
+    return {"id": r.id, "kind": r.kind, "started": local_time(r.started_at), "seconds": took,
+            "destination": r.destination, "status": r.status, "counts": r.counts,
+            "message": r.message}  # fmt: skip
 
 
 def _sandbox(args: argparse.Namespace) -> int:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from amp_sync.config import SyncConfig, SyncObject
 from amp_sync.errors import AmpSyncError, ConfigError, FatalError, StateError
 from amp_sync.events import EventPlanner
 from amp_sync.outbox import Outbox, Scope, Stale, Summary
-from amp_sync.plan import FieldChange, Plan, Planner, Rejection
+from amp_sync.plan import SAMPLE_LIMIT, FieldChange, Plan, Planner, Rejection
 from amp_sync.revert import check_revertible, last_run, plan_revert
 from amp_sync.sender import Delivery, Sender
 from amp_sync.snapshot import SnapshotIndex
@@ -47,6 +47,8 @@ class RunOptions:
     sleep: Callable[[float], None] = time.sleep
     chunk_rows: int = CHUNK_ROWS
     stale: Stale = Stale.HOLD  # in-doubt items Amplitude can no longer de-duplicate
+    every_change: bool = False  # keep every field-level change in the plan, not only the sample
+    keys: frozenset[str] | None = None  # a test send: only the rows of these keys (see send_test)
 
 
 @dataclass(slots=True)
@@ -72,6 +74,7 @@ class Report:
     destination: DestinationRef | None = None
     elsewhere: list[KnownDestination] = field(default_factory=list)  # state kept for others
     overlaps: dict[str, list[str]] = field(default_factory=dict)  # other sync -> shared properties
+    not_found: list[str] = field(default_factory=list)  # a test send: keys the model did not return
 
     @property
     def ok(self) -> bool:
@@ -114,7 +117,8 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         """The documented --json object: counts plus the rejections."""
         rejections = [{"key": r.key, "reason": r.reason} for r in self.plan.rejections]
-        return {**self.counts(), "rejections": rejections}
+        sent = {} if self.is_preview else {"run_id": self.run_id, "failure_reasons": self.failure_reasons}
+        return {**self.counts(), **sent, "rejections": rejections}
 
     def status(self) -> str:
         """ok, failed (some rows or synthetic events not delivered) or error (the run stopped)."""
@@ -127,18 +131,23 @@ def preview(
     progress: ProgressFn | None = None,
     chunk_rows: int = CHUNK_ROWS,
     stale: Stale = Stale.HOLD,
+    *,
+    every_change: bool = False,
 ) -> Report:
     """Read, validate and diff the model; nothing is sent and nothing is written.
 
     Updates in doubt from earlier runs count as delivered, as they will be once the run has
     resent them; stale ones the user has not decided about hold their keys, as in a run.
+    With `every_change` the plan's sample holds every field-level change, not the first few thousand.
     """
+    if every_change:
+        chunk_rows = unclipped_chunk(config, chunk_rows)
     started = time.monotonic()
     ref = DestinationRef.of(config.destination)
     store = StateStore.open_read_only(home, config.sync.name, ref)
     report = Report("preview", Plan(), destination=ref)
     if store is None:
-        report.plan = _plan(config, None, (), None, chunk_rows, progress, started)
+        report.plan = _plan(config, None, (), None, chunk_rows, progress, started, every=every_change)
         _describe_state(config, home, None, report)
         report.seconds = time.monotonic() - started
         return report
@@ -146,7 +155,9 @@ def preview(
         outbox = Outbox(store)
         summary = outbox.summary()
         held = outbox.held_keys(stale_only=True) if stale is Stale.HOLD else []
-        report.plan = _plan(config, store, held, None, chunk_rows, progress, started, preview=True)
+        report.plan = _plan(
+            config, store, held, None, chunk_rows, progress, started, preview=True, every=every_change
+        )
         report.in_doubt = summary.in_doubt + (summary.stale if stale is Stale.RESEND else 0)
         report.stale = summary.stale if stale is Stale.HOLD else 0
         report.settled = summary.stale if stale is Stale.DELIVERED else 0
@@ -165,6 +176,20 @@ def run(
 ) -> Report:
     """Resend what is in doubt, then plan, send and commit; every acknowledged batch is saved at once."""
     return _locked(config, home, options or RunOptions(), progress, "run")
+
+
+def send_test(
+    config: SyncConfig,
+    home: Path,
+    keys: Iterable[str],
+    options: RunOptions | None = None,
+    progress: ProgressFn | None = None,
+) -> Report:
+    """A run of only the rows of `keys` ("send a test record"): committed like a run, kind "test"."""
+    chosen = frozenset(keys)
+    if not chosen:
+        raise ConfigError("a test send needs at least one key")
+    return _locked(config, home, replace(options or RunOptions(), keys=chosen), progress, "test")
 
 
 def preview_revert(config: SyncConfig, home: Path) -> Report:
@@ -207,7 +232,7 @@ def _locked(
         try:
             # A revert says so, before any history entry, when there is nothing to revert.
             reverting = last_run(store) if kind == "revert" else None
-            report = _run(config, store, options, progress, reverting)
+            report = _run(config, store, options, progress, kind, reverting)
             _describe_state(config, home, store, report)
             return report
         finally:
@@ -219,11 +244,11 @@ def _run(
     store: StateStore,
     options: RunOptions,
     progress: ProgressFn | None,
+    kind: str = "run",
     reverting: int | None = None,
 ) -> Report:
-    """A run, or with `reverting` the revert of that run; recorded in the history either way."""
+    """A run, a test send, or with `reverting` the revert of that run; recorded in the history."""
     started = time.monotonic()
-    kind = "run" if reverting is None else "revert"
     run_id = store.start_run(kind)
     store.record_writes(config.writes())
     report = Report(kind, Plan(), run_id=run_id, destination=store.destination)
@@ -236,7 +261,7 @@ def _run(
             reverting = last_run(store)
             report.plan = plan_revert(config, store, reverting, outbox, held)
         else:
-            report.plan = _plan(config, store, held, outbox, options.chunk_rows, progress, started)
+            report.plan = _run_plan(config, store, held, outbox, options, progress, started, report)
         total = outbox.seal(follow_ups=(Channel.SYNTHETIC,))
         _send(config, store, outbox, Scope(run_id=run_id), total, options, report, progress, started)
     except AmpSyncError as exc:
@@ -276,6 +301,48 @@ def _resend(
     report.failure_reasons = dict(earlier.failure_reasons)
 
 
+def _run_plan(
+    config: SyncConfig,
+    store: StateStore,
+    held: list[str],
+    outbox: Outbox,
+    options: RunOptions,
+    progress: ProgressFn | None,
+    started: float,
+    report: Report,
+) -> Plan:
+    """A run's plan: of every row, or of the chosen keys' rows only (a test send)."""
+    chunk_rows = unclipped_chunk(config, options.chunk_rows) if options.every_change else options.chunk_rows
+    keys = KeyFilter(options.keys) if options.keys is not None else None
+    plan = _plan(
+        config, store, held, outbox, chunk_rows, progress, started, keys=keys, every=options.every_change
+    )
+    if keys is not None:
+        report.not_found = sorted(keys.keys - keys.seen)
+        plan.removed = 0  # a test reads a few rows: the others are not gone from the model
+    return plan
+
+
+def unclipped_chunk(config: SyncConfig, chunk_rows: int) -> int:
+    """Rows a chunk may hold so that its changes (a row has at most one per field) fit the sample."""
+    fields = len(config.sync.mappings) + 1  # the mapped properties and the user link
+    return max(1, min(chunk_rows, SAMPLE_LIMIT // fields))
+
+
+class KeyFilter:
+    """The rows of the chosen keys (a test send), noting which keys the model returned."""
+
+    def __init__(self, keys: frozenset[str]) -> None:
+        self.keys = keys
+        self.seen: set[str] = set()
+
+    def rows(self, rows: Sequence[Sequence[Any]], at: int) -> list[Sequence[Any]]:
+        """The rows whose key, as text, is one of the chosen keys."""
+        kept = [r for r in rows if r[at] is not None and str(r[at]) in self.keys]
+        self.seen.update(str(r[at]) for r in kept)
+        return kept
+
+
 def _plan(
     config: SyncConfig,
     store: StateStore | None,
@@ -285,8 +352,15 @@ def _plan(
     progress: ProgressFn | None,
     started: float,
     preview: bool = False,
+    *,
+    keys: KeyFilter | None = None,
+    every: bool = False,
 ) -> Plan:
-    """Read the model and diff it against the store (with `preview`, what the outbox carries too)."""
+    """Read the model and diff it against the store (with `preview`, what the outbox carries too).
+
+    `keys` keeps only the chosen keys' rows; `every` keeps every change, draining the planner's
+    sample after each chunk (chunks small enough, see unclipped_chunk, that none is cut).
+    """
     url, files = config.source.url.reveal(), config.source.read_files
     with read_model(url, config.model.sql, chunk_rows, read_files=files) as stream:
         problems = config.missing_columns(stream.columns)
@@ -300,10 +374,16 @@ def _plan(
             refresh = None if preview else store.refresh_raw
             index = store.index(outbox=preview)
             planner = kind(config, stream.columns, index, docs, outbox, refresh, held)
+        at = list(stream.columns).index(config.sync.key) if keys is not None else 0
+        changes: list[FieldChange] = []
         for chunk in stream.chunks:
-            planner.add(chunk)
+            planner.add(chunk if keys is None else keys.rows(chunk, at))
+            if every:
+                changes += planner.plan.sample
+                planner.plan.sample.clear()
             if progress:
                 progress(Progress("reading", planner.plan.rows_read, elapsed=time.monotonic() - started))
+        planner.plan.sample[:0] = changes  # finish() drops those of keys the model repeats
     return planner.finish()
 
 
@@ -353,6 +433,8 @@ def _record(store: StateStore, outbox: Outbox, report: Report, started: float) -
     message = report.error or "; ".join(f"{n} rows: {r}" for r, n in report.failure_reasons.items())
     if report.plan.reverts_run is not None and not message:
         message = f"reverted run #{report.plan.reverts_run}"
+    if report.not_found and not message:
+        message = f"keys not in the model: {', '.join(report.not_found)}"
     rejections = ((r.key, r.reason) for r in report.plan.rejections)
     if report.run_id is not None:
         store.finish_run(report.run_id, report.status(), report.counts(), message, rejections)

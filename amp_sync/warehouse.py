@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob as globlib
 import re
 import time
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
@@ -133,8 +135,10 @@ def _lock_duckdb(dbapi: Any, allowed: FilePermissions, database: str | None) -> 
                 "try again when it has finished"
             )
         return
-    # DuckDB draws a progress bar on stdout for queries over 2 s: it would corrupt --json.
-    dbapi.execute("SET enable_progress_bar = false")
+    # DuckDB draws a progress bar on stdout for queries over 2 s: it would corrupt --json. In
+    # Jupyter it refuses the setting without ipywidgets; there is no --json to protect there.
+    with contextlib.suppress(duckdb.Error):
+        dbapi.execute("SET enable_progress_bar = false")
     dbapi.execute("SET allowed_paths = ?", [list(allowed.paths)])
     dbapi.execute("SET allowed_directories = ?", [list(allowed.directories)])
     dbapi.execute("SET enable_external_access = false")

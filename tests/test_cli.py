@@ -14,7 +14,8 @@ import pytest
 
 from amp_sync.cli import main
 from amp_sync.demo import build_demo_warehouse
-from amp_sync.sandbox import SANDBOX_API_KEY, SANDBOX_SECRET_KEY
+from amp_sync.sandbox import SANDBOX_API_KEY, SANDBOX_SECRET_KEY, Faults
+from amp_sync.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -170,3 +171,94 @@ def test_the_core_never_imports_streamlit():
     assert out.stdout.strip() == "False"
     for path in (ROOT / "amp_sync").glob("*.py"):
         assert "import streamlit" not in path.read_text(), path
+
+
+@pytest.fixture
+def saved_sync(sqlite_warehouse, sb, home, write_sync) -> Path:
+    """A small sync file, also saved in the app's workspace under its name, "ltv-to-amplitude"."""
+    rows = [{"user_id": f"user_{n:03d}", "plan": "pro", "ltv": n} for n in range(20)] + [
+        {"user_id": "abc", "plan": "pro", "ltv": 1}
+    ]
+    sqlite_warehouse.execute(
+        "create table users (user_id text, plan text, ltv integer)",
+        "insert into users values (:user_id, :plan, :ltv)",
+        rows=rows,
+    )
+    path = write_sync(sqlite_warehouse.url, sb.url)
+    Workspace(home).import_sync(path.read_text())
+    return path
+
+
+def test_list_shows_saved_syncs_with_destination_and_last_run(saved_sync, capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"ltv-to-amplitude\s+Sandbox\s+never run", out)
+
+    assert main(["run", "ltv-to-amplitude", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["list", "--json"]) == 0
+    [listed] = json.loads(capsys.readouterr().out)
+    assert (listed["name"], listed["destination"]) == ("ltv-to-amplitude", "Sandbox")
+    assert listed["last_run"]["kind"] == "run" and listed["last_run"]["counts"]["sent"] == 20
+
+
+def test_run_and_preview_a_saved_sync_by_name(saved_sync, sb, capsys):
+    assert main(["preview", "ltv-to-amplitude"]) == 0
+    assert "would send 20 rows; nothing was sent" in capsys.readouterr().out
+
+    assert main(["run", "ltv-to-amplitude", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["sent"] == 20 == len(sb.store.profiles())
+    assert isinstance(report["run_id"], int) and report["failure_reasons"] == {}
+
+
+def test_run_json_gives_the_failure_reasons(saved_sync, sb, capsys):
+    sb.set_faults(Faults(error_500=1.0))
+    assert main(["run", str(saved_sync), "--json", "--attempts", "1"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["failed"] == 20 and report["run_id"] == 1
+    assert sum(report["failure_reasons"].values()) == 20 and report["failure_reasons"]
+
+
+def test_history_lists_runs_of_a_name_or_a_file_newest_first(saved_sync, sb, capsys):
+    assert main(["run", "ltv-to-amplitude"]) == 0
+    sb.set_faults(Faults(error_500=1.0))
+    assert main(["run", str(saved_sync)]) == 0  # unchanged: nothing to send, nothing fails
+    capsys.readouterr()
+
+    assert main(["history", "ltv-to-amplitude", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["sync"] == "ltv-to-amplitude"
+    assert [(r["id"], r["kind"], r["status"]) for r in shown["runs"]] == [(2, "run", "ok"), (1, "run", "ok")]
+    first = shown["runs"][1]
+    assert first["counts"]["sent"] == 20 and first["counts"]["rejected"] == 1 and first["started"]
+    assert main(["history", str(saved_sync)]) == 0
+    out = capsys.readouterr().out
+    assert "ltv-to-amplitude: 2 runs" in out and "#1 run" in out and "sent 20" in out
+
+
+def test_history_shows_why_rows_failed(saved_sync, sb, capsys):
+    sb.set_faults(Faults(error_500=1.0))
+    assert main(["run", "ltv-to-amplitude", "--attempts", "1"]) == 1
+    capsys.readouterr()
+    assert main(["history", "ltv-to-amplitude", "--json"]) == 0
+    [failed] = json.loads(capsys.readouterr().out)["runs"]
+    assert failed["status"] == "failed" and failed["counts"]["failed"] == 20
+    assert failed["message"].startswith("20 rows: ")
+
+
+@pytest.mark.parametrize("command", ["run", "preview", "history"])
+def test_an_unknown_name_lists_the_saved_syncs(saved_sync, capsys, command):
+    assert main([command, "no-such-sync"]) == 2
+    err = capsys.readouterr().err
+    assert "no sync file 'no-such-sync' and no sync of that name saved in the app" in err
+    assert "the saved syncs are: ltv-to-amplitude" in err
+
+
+def test_an_unknown_name_with_nothing_saved_says_to_give_a_file(home, capsys):
+    assert main(["run", "no-such-sync"]) == 2
+    assert "no syncs saved in the app" in capsys.readouterr().err
+    assert main(["list"]) == 0
+    assert "no syncs are saved in the app" in capsys.readouterr().out
+    assert main(["run", "missing.toml"]) == 2  # a .toml path is a file, even when missing
+    assert "saved in the app" not in capsys.readouterr().err
