@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,6 +12,7 @@ from pathlib import Path
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from amp_sync import health
 from amp_sync.config import Destination, Region, read_file_paths
 from amp_sync.errors import ConfigError, WarehouseError
 from amp_sync.secret import Secret
@@ -173,6 +175,40 @@ def check_connection(url: str) -> ConnectionCheck:
     except WarehouseError as exc:
         return ConnectionCheck(False, str(exc))
     return ConnectionCheck(True, f"connected to {describe_url(url)} (answered in {result.seconds:.2f} s)")
+
+
+Connection = type[Destination] | type[Warehouse]
+
+
+def health_label(workspace: Workspace, kind: Connection, name: str, now: float | None = None) -> str:
+    """`name` with its last check, for a selectbox's format_func: "Prod · Failed: <reason> · checked …"."""
+    check = workspace.checks(kind).get(name)
+    return f"{name} · {health.label(check, time.time() if now is None else now)}"
+
+
+def health_labels(workspace: Workspace, kind: Connection, now: float | None = None) -> dict[str, str]:
+    """Every saved `kind`'s name with its last check, read once (for lists that label many)."""
+    now = time.time() if now is None else now
+    return {name: f"{name} · {health.label(c, now)}" for name, c in workspace.checks(kind).items()}
+
+
+def mark(check: health.Check | None, now: float) -> str:
+    """The check as Streamlit Markdown: a coloured Material icon and its words, taken literally."""
+    state = health.status(check)
+    words = re.sub(r"([\\`*_{}\[\]()<>#+\-.!|~$:])", r"\\\1", health.label(check, now))
+    return f":{health.COLORS[state]}[{health.ICONS[state]} {words}]"
+
+
+def ranked(workspace: Workspace, kind: Connection, names: Iterable[str]) -> list[str]:
+    """`names`, the working first, the never checked next, the failing last."""
+    return health.ranked(names, workspace.checks(kind))
+
+
+def default_choice(
+    workspace: Workspace, kind: Connection, names: Iterable[str], preferred: str | None = None
+) -> str | None:
+    """The default among `names`: a working one (`preferred` if it is), else never checked, failing last."""
+    return health.default_choice(names, workspace.checks(kind), preferred)
 
 
 def schema(url: str) -> dict[str, list[tuple[str, str]]]:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -45,6 +46,7 @@ from amp_sync.config import (
     resolve,
 )
 from amp_sync.errors import ConfigError, StateError
+from amp_sync.health import Check, scrubbed
 from amp_sync.secret import Secret
 from amp_sync.state import DestinationRef, rename_state
 from amp_sync.vault import Entry, Place, Vault
@@ -63,6 +65,7 @@ _LABELS = {"api_key": "API key", "secret_key": "secret key", "url": "URL"}
 _MARK = "AMPSYNCREFERENCE"  # stands for a ${VAR} while a URL is taken apart: valid in every part
 # Query parameters that carry credentials: DuckDB's motherduck_token, Snowflake's private_key_file_pwd…
 _SECRET_QUERY = re.compile(r"pass|pwd|secret|token|key", re.IGNORECASE)
+_CHECK = "last_check"  # in a destination's or warehouse's record; `save` drops it: a change is unchecked
 
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)
@@ -478,6 +481,23 @@ class Workspace:
             if isinstance(entry, Entry) and entry not in used:
                 self.vault.delete(entry)
 
+    def record_check(self, kind: type[Destination] | type[Warehouse], name: str, check: Check) -> None:
+        """Keep `check` as the last check of the saved `name`, its reason freed of the object's secrets."""
+        spec = _KINDS[kind]
+        with self._lock:
+            data = self._read()
+            record = data[spec.section].get(name)
+            if record is None:
+                return  # deleted meanwhile: nothing to mark
+            secrets = _secret_texts(self._load(spec, name, record, strict=False), spec.secrets)
+            record[_CHECK] = Check(check.ok, scrubbed(check.reason, secrets), check.at).record()
+            self._write(data)
+
+    def checks(self, kind: type[Destination] | type[Warehouse]) -> dict[str, Check | None]:
+        """The last check of every saved object of `kind`, by name; None for one never checked."""
+        section = self._read()[_KINDS[kind].section]
+        return {name: Check.from_record(record.get(_CHECK)) for name, record in _by_name(section)}
+
     def delete(self, kind: type[Item], name: str) -> None:
         """Remove a saved object and its vault entries; refused while others still use it."""
         spec = _KINDS[kind]
@@ -655,6 +675,22 @@ def _noting(read: Callable[[], Item], problems: list[str]) -> Item | None:
     except ConfigError as exc:
         problems += exc.problems
         return None
+
+
+def _secret_texts(item: Any, keys: tuple[str, ...]) -> list[str]:
+    """The texts of `item`'s secrets that can be read now, and the password inside a URL."""
+    texts = []
+    for key in keys:
+        value = getattr(item, key)
+        if value is None or (isinstance(value, Kept) and value.problem):
+            continue
+        texts.append(value.reveal())
+        try:
+            password = str(make_url(value.reveal()).password or "")
+        except (ArgumentError, ValueError):  # not a URL: its whole text is hidden already
+            continue
+        texts += [password, quote(password, safe="")]  # as typed, or %-escaped as in the URL
+    return texts
 
 
 def _by_name(section: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:

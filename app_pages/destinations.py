@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
 import ui
 from amp_sync import runner
-from amp_sync.catalog import destination_from_form, widget_ids
+from amp_sync.catalog import destination_from_form, mark, widget_ids
 from amp_sync.config import Destination, Region
 from amp_sync.credentials import KeyCheck, check_keys
 from amp_sync.errors import AmpSyncError
+from amp_sync.health import Check
 from amp_sync.workspace import Workspace, described, origin
 
 REGIONS = [str(r) for r in Region]
@@ -17,6 +20,11 @@ KEY_HELP = (
     "Type the key, or `${VAR}` to read it from an environment variable each time it is used "
     "(`$${` writes a literal `${`)."
 )
+LEVELS = {
+    "success": (st.success, ":material/check_circle:"),
+    "warning": (st.warning, ":material/warning:"),
+    "info": (st.info, ":material/info:"),
+}
 SAME_PROJECT = "Same Amplitude project, new key: keep what was sent"
 SAME_PROJECT_HELP = (
     "Tick it when the new API key belongs to the same Amplitude project: the syncs using this "
@@ -37,7 +45,15 @@ def load_form(destination: Destination | None) -> None:
 
 
 def show_check(check: KeyCheck) -> None:
-    (st.success if check.ok else st.error)(check.message)
+    if check.ok:
+        st.success(check.message, icon=":material/check_circle:")
+    else:
+        st.error(check.message, icon=":material/error:")
+
+
+def end_editing() -> None:
+    """Leave edit mode: the form is for a new destination again."""
+    load_form(None)
 
 
 def api_key(ws: Workspace, name: str) -> str | None:
@@ -49,13 +65,19 @@ def api_key(ws: Workspace, name: str) -> str | None:
 
 
 def checked(ws: Workspace, name: str) -> KeyCheck:
-    """Check the saved destination's keys; a key that cannot be read now is said as the verdict."""
+    """Check the saved destination's keys and keep the verdict as its last check.
+
+    A key that cannot be read now is said as the verdict.
+    """
     try:
         destination = ws.get(Destination, name)
     except AmpSyncError as exc:
-        return KeyCheck(False, str(exc))
-    with st.spinner(f"Checking the keys of “{name}”…"):
-        return check_keys(destination)
+        check = KeyCheck(False, str(exc))
+    else:
+        with st.spinner(f"Checking the keys of “{name}”…"):
+            check = check_keys(destination)
+    ws.record_check(Destination, name, Check(check.ok, check.message, time.time()))
+    return check
 
 
 def kept_words(ws: Workspace, name: str) -> list[str]:
@@ -84,7 +106,7 @@ def connect(ws: Workspace, editing: str | None) -> bool:
     elif new_key and (syncs := ws.syncs_sending_to(destination.name)):
         names = ", ".join(f"“{n}”" for n in syncs)
         s.dest_rekeyed = [("info", f"New API key: {names} will send every row again as new.")]
-    s.dest_next = None if check.ok else destination  # refused: stay on it, so the user can fix it
+    s.dest_next = None  # saved: edit mode ends, the list marks a refused check
     return True
 
 
@@ -111,13 +133,17 @@ def render_flash() -> None:
     if check is not None:
         show_check(check)
         if not check.ok:
-            st.caption(f"“{name}” is saved. Fix its keys, region or endpoint below and press Connect again.")
+            st.caption(
+                f"“{name}” is saved, marked as failing. Press Edit on it below to fix its keys, region "
+                "or endpoint, then Connect again."
+            )
     for words in st.session_state.pop("dest_kept", []):
         st.caption(ui.literal(words))
     for level, words in st.session_state.pop("dest_rekeyed", []):
-        {"success": st.success, "warning": st.warning}.get(level, st.info)(words)
+        show, icon = LEVELS.get(level, LEVELS["info"])
+        show(words, icon=icon)
     if deleted := st.session_state.pop("dest_deleted", None):
-        st.success(f"Deleted the destination “{deleted}”.")
+        st.success(f"Deleted the destination “{deleted}”.", icon=":material/delete:")
 
 
 def render_form(ws: Workspace) -> None:
@@ -135,38 +161,51 @@ def render_form(ws: Workspace) -> None:
             "Region", REGIONS, key="dest_region", format_func=str.upper, horizontal=True,
             help="Amplitude keys work in their project's data centre only.",
         )  # fmt: skip
-        with st.expander("Advanced"):
+        with st.expander("Advanced", icon=":material/tune:"):
             st.text_input(
                 "Custom endpoint", key="dest_endpoint", placeholder="https://proxy.example.com",
                 help=f"One base URL replacing the region's hosts, e.g. the local sandbox {ui.sandbox_url()}",
             )  # fmt: skip
         if editing:
             st.checkbox(SAME_PROJECT, key="dest_same_project", help=SAME_PROJECT_HELP)
-        submitted = st.form_submit_button("Connect", key="dest_connect", type="primary")
+        submitted = st.form_submit_button(
+            "Connect", key="dest_connect", type="primary", icon=":material/link:"
+        )
     if editing:
-        st.button("Cancel editing", key="dest_cancel_edit", on_click=load_form, args=(None,))
+        st.button("Cancel editing", key="dest_cancel_edit", on_click=end_editing, icon=":material/close:")
     if submitted and ui.attempt(lambda: connect(ws, editing)):
         st.rerun()  # empties the key fields: a saved key never stays in the page
 
 
-def render_destination(ws: Workspace, d: Destination, wid: str) -> None:
+def render_destination(ws: Workspace, d: Destination, wid: str, check: Check | None) -> None:
     with st.container(border=True, key=f"dest_item_{wid}"):
         sandbox = ui.is_sandbox(d.endpoint)
-        badge = " :green-badge[local sandbox · nothing leaves this machine]" if sandbox else ""
+        badge = (
+            " :green-badge[:material/home: local sandbox · nothing leaves this machine]" if sandbox else ""
+        )
         st.markdown(f"**{d.name}**{badge}")
+        status = st.empty()  # filled below, once a Connect again pressed now has its verdict
         endpoint = d.endpoint or f"Amplitude {str(d.region).upper()} hosts"
         st.markdown(
             f"API key `{described(d.api_key)}` · secret key `{described(d.secret_key)}` · "
             f"region **{str(d.region).upper()}** · endpoint `{endpoint}`"
         )
         edit, test, remove = st.columns(3)
-        edit.button("Edit", key=f"dest_edit_{wid}", on_click=load_form, args=(d,), width="stretch")
-        tested = test.button("Connect again", key=f"dest_test_{wid}", width="stretch")
+        edit.button(
+            "Edit", key=f"dest_edit_{wid}", on_click=load_form, args=(d,), width="stretch",
+            icon=":material/edit:",
+        )  # fmt: skip
+        tested = test.button("Connect again", key=f"dest_test_{wid}", width="stretch", icon=":material/sync:")
         remove.button(
-            "Delete", key=f"dest_delete_{wid}", on_click=ui.ask_delete, args=("dest", d.name), width="stretch"
-        )
+            "Delete", key=f"dest_delete_{wid}", on_click=ui.ask_delete, args=("dest", d.name),
+            width="stretch", icon=":material/delete:",
+        )  # fmt: skip
         if tested:
-            show_check(checked(ws, d.name))
+            result = checked(ws, d.name)
+            show_check(result)
+            check = ws.checks(Destination).get(d.name)  # as kept: its reason freed of secrets
+        with status.container(key=f"dest_status_{wid}"):
+            st.markdown(mark(check, time.time()))
         ui.confirm_delete(ws, Destination, d.name, "destination", "dest", forget_if_editing)
 
 
@@ -181,8 +220,8 @@ if ws is None:
     st.stop()
 if "dest_next" in st.session_state:
     load_form(st.session_state.pop("dest_next"))
-elif st.session_state.get("dest_editing") and "dest_name" not in st.session_state:
-    load_form(ui.attempt(lambda: ws.listed(Destination, st.session_state.dest_editing)))  # back from a page
+elif "dest_name" not in st.session_state:  # the form's widgets are gone: back from another page
+    end_editing()
 st.session_state.setdefault("dest_region", str(Region.US))
 render_flash()
 render_form(ws)
@@ -190,7 +229,8 @@ render_form(ws)
 st.subheader("Saved destinations")
 destinations = ui.attempt(lambda: ws.listing(Destination)) or []
 if not destinations:
-    st.info("No destination yet: add one above.")
+    st.info("No destination yet: add one above.", icon=":material/info:")
 ids = widget_ids(d.name for d in destinations)
+checks = ui.attempt(lambda: ws.checks(Destination)) or {}
 for item in destinations:
-    render_destination(ws, item, ids[item.name])
+    render_destination(ws, item, ids[item.name], checks.get(item.name))

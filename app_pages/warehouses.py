@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -13,11 +14,14 @@ from amp_sync.catalog import (
     WAREHOUSE_EXAMPLES,
     ConnectionCheck,
     check_connection,
+    default_choice,
+    mark,
     warehouse_from_form,
     widget_ids,
 )
 from amp_sync.errors import AmpSyncError
-from amp_sync.workspace import Warehouse, Workspace, origin, shown_url
+from amp_sync.health import Check
+from amp_sync.workspace import DEMO_WAREHOUSE, Warehouse, Workspace, origin, shown_url
 
 
 def load_form(warehouse: Warehouse | None) -> None:
@@ -29,17 +33,28 @@ def load_form(warehouse: Warehouse | None) -> None:
 
 
 def show_check(check: ConnectionCheck) -> None:
-    (st.success if check.ok else st.error)(check.message)
+    if check.ok:
+        st.success(check.message, icon=":material/check_circle:")
+    else:
+        st.error(check.message, icon=":material/error:")
 
 
 def tested(ws: Workspace, name: str) -> ConnectionCheck:
-    """Test the saved warehouse; a URL that cannot be read now is said as the verdict."""
+    """Test the saved warehouse and keep the verdict as its last check; an unreadable URL is the verdict."""
     try:
         url = ws.get(Warehouse, name).url.reveal()
     except AmpSyncError as exc:
-        return ConnectionCheck(False, str(exc))
-    with st.spinner(f"Connecting to “{name}”…"):
-        return check_connection(url)
+        check = ConnectionCheck(False, str(exc))
+    else:
+        with st.spinner(f"Connecting to “{name}”…"):
+            check = check_connection(url)
+    ws.record_check(Warehouse, name, Check(check.ok, check.message, time.time()))
+    return check
+
+
+def end_editing() -> None:
+    """Leave edit mode: the form is for a new warehouse again."""
+    load_form(None)
 
 
 def save(ws: Workspace, editing: str | None) -> bool:
@@ -58,7 +73,7 @@ def save(ws: Workspace, editing: str | None) -> bool:
     )
     check = tested(ws, warehouse.name)
     st.session_state.wh_flash = (warehouse.name, check)
-    st.session_state.wh_next = None if check.ok else warehouse  # failed: stay on it, so it can be fixed
+    st.session_state.wh_next = None  # saved: edit mode ends, the list marks a failed check
     if check.ok:
         st.session_state.wh_browse = warehouse.name
     return True
@@ -80,17 +95,20 @@ def render_flash() -> None:
     if check is not None:
         show_check(check)
         if not check.ok:
-            st.caption(f"“{name}” is saved. Fix its URL below (or install its driver) and save again.")
+            st.caption(
+                f"“{name}” is saved, marked as failing. Press Edit on it below to fix its URL "
+                "(or install its driver), then save again."
+            )
     if kept := st.session_state.pop("wh_kept", None):
         st.caption(ui.literal(kept))
     if absolute := st.session_state.pop("wh_absolute", None):
         st.info(absolute)
     if deleted := st.session_state.pop("wh_deleted", None):
-        st.success(f"Deleted the warehouse “{deleted}”.")
+        st.success(f"Deleted the warehouse “{deleted}”.", icon=":material/delete:")
 
 
 def render_examples() -> None:
-    with st.expander("URL examples"):
+    with st.expander("URL examples", icon=":material/lightbulb:"):
         for example in WAREHOUSE_EXAMPLES:
             note = "" if example.bundled else f" — needs `pip install {example.package}`"
             st.markdown(f"**{example.label}**{note}")
@@ -126,46 +144,64 @@ def render_form(ws: Workspace) -> None:
                 "in / (everything in it, and globs in the SQL). The preview lists them."
             ),
         )  # fmt: skip
-        submitted = st.form_submit_button("Save and test connection", key="wh_save", type="primary")
+        submitted = st.form_submit_button(
+            "Save and test connection", key="wh_save", type="primary", icon=":material/save:"
+        )
     if editing:
-        st.button("Cancel editing", key="wh_cancel_edit", on_click=load_form, args=(None,))
+        st.button("Cancel editing", key="wh_cancel_edit", on_click=end_editing, icon=":material/close:")
     render_examples()
     if submitted and ui.attempt(lambda: save(ws, editing)):
         st.rerun()  # empties the URL field: a saved password never stays in the page
 
 
-def render_warehouse(ws: Workspace, w: Warehouse, wid: str) -> None:
+def render_warehouse(ws: Workspace, w: Warehouse, wid: str, check: Check | None) -> None:
     with st.container(border=True, key=f"wh_item_{wid}"):
         st.markdown(f"**{w.name}**")
+        status = st.empty()  # filled below, once a Test connection pressed now has its verdict
         st.code(shown_url(w), language=None)
         if w.read_files:
             st.caption("Its models may read: " + ", ".join(f"`{f}`" for f in w.read_files))
         edit, test, remove = st.columns(3)
-        edit.button("Edit", key=f"wh_edit_{wid}", on_click=load_form, args=(w,), width="stretch")
-        test_now = test.button("Test connection", key=f"wh_test_{wid}", width="stretch")
-        remove.button(
-            "Delete", key=f"wh_delete_{wid}", on_click=ui.ask_delete, args=("wh", w.name), width="stretch"
+        edit.button(
+            "Edit",
+            key=f"wh_edit_{wid}",
+            on_click=load_form,
+            args=(w,),
+            width="stretch",
+            icon=":material/edit:",
         )
+        test_now = test.button(
+            "Test connection", key=f"wh_test_{wid}", width="stretch", icon=":material/network_check:"
+        )
+        remove.button(
+            "Delete", key=f"wh_delete_{wid}", on_click=ui.ask_delete, args=("wh", w.name), width="stretch",
+            icon=":material/delete:",
+        )  # fmt: skip
         if test_now:
-            show_check(tested(ws, w.name))
+            result = tested(ws, w.name)
+            show_check(result)
+            check = ws.checks(Warehouse).get(w.name)  # as kept: its reason freed of secrets
+        with status.container(key=f"wh_status_{wid}"):
+            st.markdown(mark(check, time.time()))
         ui.confirm_delete(ws, Warehouse, w.name, "warehouse", "wh", forget_if_editing)
 
 
-def render_browser(warehouses: list[Warehouse]) -> None:
+def render_browser(ws: Workspace, warehouses: list[Warehouse]) -> None:
     st.subheader("Schema browser")
     by_name = {w.name: w for w in warehouses}
-    if st.session_state.get("wh_browse") not in by_name:
-        st.session_state.wh_browse = next(iter(by_name))
-    name = st.selectbox("Warehouse", list(by_name), key="wh_browse")
-    if st.button("Refresh", key="wh_browse_refresh"):
+    if st.session_state.get("wh_browse") not in by_name:  # a working one, never a failing one first
+        st.session_state.wh_browse = default_choice(ws, Warehouse, by_name, preferred=DEMO_WAREHOUSE)
+    labels = catalog.health_labels(ws, Warehouse)
+    name = st.selectbox("Warehouse", list(by_name), key="wh_browse", format_func=lambda n: labels.get(n, n))
+    if st.button("Refresh", key="wh_browse_refresh", icon=":material/refresh:"):
         schema.clear()
     tables = ui.attempt(lambda: schema(by_name[name].url.reveal()))
     if tables is None:
         return
     if not tables:
-        st.info("This warehouse has no tables or views (or none this user can see).")
+        st.info("This warehouse has no tables or views (or none this user can see).", icon=":material/info:")
     for table, columns in tables.items():
-        with st.expander(f"{table} · {len(columns)} columns"):
+        with st.expander(f"{table} · {len(columns)} columns", icon=":material/table:"):
             frame = pd.DataFrame(columns, columns=["column", "type"])
             st.dataframe(frame, hide_index=True)
 
@@ -181,17 +217,18 @@ if ws is None:
     st.stop()
 if "wh_next" in st.session_state:
     load_form(st.session_state.pop("wh_next"))
-elif st.session_state.get("wh_editing") and "wh_name" not in st.session_state:
-    load_form(ui.attempt(lambda: ws.listed(Warehouse, st.session_state.wh_editing)))  # back from a page
+elif "wh_name" not in st.session_state:  # the form's widgets are gone: back from another page
+    end_editing()
 render_flash()
 render_form(ws)
 
 st.subheader("Saved warehouses")
 warehouses = ui.attempt(lambda: ws.listing(Warehouse)) or []
 if not warehouses:
-    st.info("No warehouse yet: add one above.")
+    st.info("No warehouse yet: add one above.", icon=":material/info:")
 ids = widget_ids(w.name for w in warehouses)
+checks = ui.attempt(lambda: ws.checks(Warehouse)) or {}
 for item in warehouses:
-    render_warehouse(ws, item, ids[item.name])
+    render_warehouse(ws, item, ids[item.name], checks.get(item.name))
 if warehouses:
-    render_browser(warehouses)
+    render_browser(ws, warehouses)

@@ -9,10 +9,16 @@ import duckdb
 import pytest
 from support import open_state
 
+from amp_sync import health
 from amp_sync.catalog import (
     WAREHOUSE_EXAMPLES,
     check_connection,
+    default_choice,
     destination_from_form,
+    health_label,
+    health_labels,
+    mark,
+    ranked,
     recent_runs,
     schema,
     setup_steps,
@@ -175,3 +181,71 @@ def test_only_duckdb_sqlite_and_postgresql_examples_are_bundled() -> None:
     bundled = {e.label for e in WAREHOUSE_EXAMPLES if e.bundled}
     assert bundled == {"DuckDB", "SQLite", "PostgreSQL"}
     assert all(e.package for e in WAREHOUSE_EXAMPLES if not e.bundled)
+
+
+WORKS, FAILS = health.Check(True, "connected", 1000.0), health.Check(False, "no file", 1000.0)
+
+
+@pytest.mark.parametrize(
+    ("check", "now", "words"),
+    [
+        (None, 1000.0, "Never checked"),
+        (WORKS, 1030.0, "Works · checked just now"),
+        (WORKS, 1000.0 + 120, "Works · checked 2 min ago"),
+        (FAILS, 1000.0 + 3 * 3600 + 59, "Failed: no file · checked 3 h ago"),
+        (FAILS, 1000.0 + 86400, "Failed: no file · checked 1 day ago"),
+        (WORKS, 1000.0 + 4 * 86400, "Works · checked 4 days ago"),
+        (WORKS, 900.0, "Works · checked just now"),  # a clock set back: never "in the future"
+    ],
+)
+def test_a_check_in_words(check, now, words) -> None:
+    assert health.label(check, now) == words
+
+
+@pytest.mark.parametrize(
+    ("checks", "preferred", "order", "default"),
+    [
+        ({"a": FAILS, "b": None, "c": WORKS}, None, ["c", "b", "a"], "c"),
+        ({"a": FAILS, "b": None, "c": None}, "c", ["b", "c", "a"], "c"),  # preferred among the best
+        ({"a": WORKS, "b": None}, "b", ["a", "b"], "a"),  # a never-checked preferred loses to a working one
+        ({"a": FAILS, "b": FAILS}, "b", ["a", "b"], "b"),  # all failing: only then a failing one
+        ({"a": FAILS, "b": WORKS}, "a", ["b", "a"], "b"),
+        ({}, "a", [], None),
+    ],
+)
+def test_working_ones_come_first_and_a_failing_one_is_never_the_default(
+    checks, preferred, order, default
+) -> None:
+    assert health.ranked(checks, checks) == order
+    assert health.default_choice(checks, checks, preferred) == default
+
+
+def test_a_secret_is_scrubbed_longest_first() -> None:
+    assert health.scrubbed("url a:pw@h, pw", ["pw", "a:pw@h", ""]) == "url ***, ***"
+
+
+def test_a_mark_is_markdown_taken_literally() -> None:
+    failed = health.Check(False, "no file at /tmp/my_db*.db [x] :red[y] $HOME", 0.0)
+    text = mark(failed, 0.0)
+    assert text.startswith(
+        ":red[:material/error: Failed\\: no file at /tmp/my\\_db\\*\\.db \\[x\\] \\:red\\[y\\]"
+    )
+    assert "\\$HOME" in text and text.endswith("]")
+    assert mark(None, 0.0) == ":gray[:material/help: Never checked]"
+
+
+def test_labels_and_defaults_read_the_workspace(tmp_path) -> None:
+    ws = Workspace(tmp_path / "home")
+    for name in ("A", "B", "Demo"):
+        ws.save(Warehouse(name, Secret(f"sqlite:///{tmp_path / name}.db")))
+    ws.record_check(Warehouse, "A", health.Check(False, "there is no sqlite file", 1000.0))
+    ws.record_check(Warehouse, "B", health.Check(True, "connected", 1000.0))
+    assert (
+        health_label(ws, Warehouse, "A", now=1120.0)
+        == "A · Failed: there is no sqlite file · checked 2 min ago"
+    )
+    assert health_label(ws, Warehouse, "Demo", now=1120.0) == "Demo · Never checked"
+    assert default_choice(ws, Warehouse, ["A", "B", "Demo"], preferred="Demo") == "B"
+    assert default_choice(ws, Warehouse, ["A", "Demo"], preferred="A") == "Demo"
+    assert ranked(ws, Warehouse, ["A", "B", "Demo"]) == ["B", "Demo", "A"]
+    assert health_labels(ws, Warehouse, now=1000.0)["B"] == "B · Works · checked just now"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import stat
 from pathlib import Path
 
@@ -27,6 +29,18 @@ def open_page() -> AppTest:
 def rendered(at: AppTest) -> str:
     """Everything sent to the browser: every element's protobuf, as text."""
     return "\n".join(str(node.proto) for node in at._tree if hasattr(node, "proto"))
+
+
+def marks(at: AppTest) -> list[str]:
+    """The last-check mark of each listed destination, in list order, Markdown escapes removed."""
+    shown = [m.value for m in at.markdown if re.match(r":(green|red|gray)\[:material/", m.value)]
+    return [text.replace("\\", "") for text in shown]
+
+
+def status_mark(at: AppTest, name: str) -> str:
+    """The mark of the listed destination `name`."""
+    names = Workspace(Path(os.environ["AMP_SYNC_HOME"])).names(Destination)
+    return dict(zip(names, marks(at), strict=True))[name]
 
 
 def fill(at: AppTest, name: str, api_key: str = "", secret_key: str = "", endpoint: str = "") -> AppTest:
@@ -60,13 +74,16 @@ def test_connecting_with_the_sandbox_keys_saves_and_masks_them(app_env) -> None:
     assert SANDBOX_API_KEY not in page and SANDBOX_SECRET_KEY not in page
 
 
-def test_a_wrong_key_is_saved_but_refused_in_words_and_left_open_to_fix(app_env) -> None:
+def test_a_wrong_key_is_saved_refused_in_words_and_marked_failing_until_fixed(app_env) -> None:
     at = fill(open_page(), "Typo", "not-the-sandbox-key", endpoint=app_env.sandbox.url)
     assert not at.success
     assert "Amplitude refused the API key" in at.error[0].value and "US region" in at.error[0].value
-    assert at.session_state["dest_editing"] == "Typo" and at.text_input(key="dest_name").value == "Typo"
+    assert at.session_state["dest_editing"] is None and at.text_input(key="dest_name").value == ""
+    assert "Failed: Amplitude refused the API key" in status_mark(at, "Typo")
     assert "not-the-sandbox-key" not in rendered(at)
 
+    at.button(key="dest_edit_typo").click().run()
+    assert at.text_input(key="dest_name").value == "Typo"
     at.text_input(key="dest_api_key").input(SANDBOX_API_KEY)
     at.button(key="dest_connect").click().run()
     assert at.success[0].value.startswith("ok: Amplitude accepts the API key of 'Typo'")
@@ -249,3 +266,39 @@ def test_a_deployed_app_reads_keys_from_its_secrets(app_env, monkeypatch) -> Non
     assert at.success[0].value.startswith("ok: Amplitude accepts the API key of 'Deployed'")
     saved = json.loads((app_env.home / "workspace.json").read_text())["destinations"]["Deployed"]
     assert saved["api_key"] == "${AMP_TEST_DEPLOYED_KEY}"  # never the value read
+
+
+def test_each_destination_shows_its_last_check_which_connect_again_renews_and_keeps(app_env) -> None:
+    at = open_page()
+    assert status_mark(at, SANDBOX_DESTINATION) == ":gray[:material/help: Never checked]"
+
+    at.button(key="dest_test_amplitude-sandbox").click().run()
+    assert at.success[0].value.startswith("ok:")
+    assert status_mark(at, SANDBOX_DESTINATION) == ":green[:material/check_circle: Works · checked just now]"
+    assert "Works · checked just now" in status_mark(open_page(), SANDBOX_DESTINATION)  # kept on disk
+
+
+def test_a_failed_check_is_kept_without_the_key(app_env) -> None:
+    fill(open_page(), "Typo", "not-the-sandbox-key", endpoint=app_env.sandbox.url)
+    check = Workspace(app_env.home).checks(Destination)["Typo"]
+    assert check is not None and not check.ok and "Amplitude refused the API key" in check.reason
+    assert "not-the-sandbox-key" not in (app_env.home / "workspace.json").read_text()
+
+
+def test_edit_mode_ends_on_leaving_the_page_on_cancel_and_on_saving(app_env) -> None:
+    at = open_page()
+    at.button(key="dest_edit_amplitude-sandbox").click().run()
+    assert at.subheader[0].value == f"Edit destination “{SANDBOX_DESTINATION}”"
+    at.switch_page("app_pages/home.py").run()
+    at.switch_page("app_pages/destinations.py").run()
+    assert at.subheader[0].value == "New Amplitude destination" and at.session_state["dest_editing"] is None
+    assert at.text_input(key="dest_name").value == ""
+
+    at.button(key="dest_edit_amplitude-sandbox").click().run()
+    at.button(key="dest_cancel_edit").click().run()
+    assert at.subheader[0].value == "New Amplitude destination"
+
+    at.button(key="dest_edit_amplitude-sandbox").click().run()
+    at.button(key="dest_connect").click().run()
+    assert at.success[0].value.startswith("ok:")
+    assert at.subheader[0].value == "New Amplitude destination" and at.session_state["dest_editing"] is None

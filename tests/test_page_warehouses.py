@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import sqlite3
 from pathlib import Path
 
@@ -31,6 +33,13 @@ def save(at: AppTest, name: str, url: str) -> AppTest:
     at.button(key="wh_save").click().run()
     assert not at.exception
     return at
+
+
+def marks(at: AppTest) -> dict[str, str]:
+    """The last-check mark of each listed warehouse, by name, Markdown escapes removed."""
+    shown = [m.value for m in at.markdown if re.match(r":(green|red|gray)\[:material/", m.value)]
+    names = Workspace(Path(os.environ["AMP_SYNC_HOME"])).names(Warehouse)
+    return dict(zip(names, [text.replace("\\", "") for text in shown], strict=True))
 
 
 def sqlite_file(tmp_path: Path) -> Path:
@@ -177,10 +186,66 @@ def test_files_a_warehouse_allows_are_read_by_its_models_and_no_others(app_env, 
 
     at.switch_page("app_pages/models.py").run()
     at.selectbox(key="model_warehouse").select("Local files").run()
-    key = next(e.key for e in at.get("component_instance") if "ace" in e.proto.component_name)
-    at.session_state[key] = f"select * from read_csv('{tmp_path}/plans.csv')"
-    at.run()
+    key = next(e.key for e in at.get("component_instance") if e.key.startswith("model_sql_"))
+    at.session_state[key] = {"text": f"select * from read_csv('{tmp_path}/plans.csv')", "id": "1"}
+    at.button(key="model_run").click().run()
     assert not at.exception and at.dataframe[0].value.values.tolist() == [["alice-001", "pro"]]
-    at.session_state[key] = f"select * from read_csv('{tmp_path}/private.csv')"
-    at.run()
+    at.session_state[key] = {"text": f"select * from read_csv('{tmp_path}/private.csv')", "id": "2"}
+    at.button(key="model_run").click().run()
     assert f"the model reads {tmp_path}/private.csv, which the sync does not allow" in at.error[0].value
+
+
+def test_each_warehouse_shows_its_last_check_which_test_connection_renews(app_env, tmp_path) -> None:
+    at = open_page()
+    assert marks(at) == {DEMO_WAREHOUSE: ":gray[:material/help: Never checked]"}
+    at.button(key="wh_test_demo-warehouse-duckdb").click().run()
+    assert marks(at)[DEMO_WAREHOUSE] == ":green[:material/check_circle: Works · checked just now]"
+
+    missing = tmp_path / "nope.db"
+    at = save(at, "Missing", f"sqlite:///{missing}")
+    assert marks(at)["Missing"].startswith(
+        f":red[:material/error: Failed: there is no sqlite file at {missing}"
+    )
+    assert marks(at)["Missing"].endswith(" · checked just now]")
+    assert "Works · checked just now" in marks(open_page())[DEMO_WAREHOUSE]  # kept on disk
+
+
+def test_the_schema_browser_never_defaults_to_a_failing_warehouse(app_env, tmp_path) -> None:
+    at = save(open_page(), "A broken one", f"sqlite:///{tmp_path / 'nope.db'}")  # sorts before the demo
+    at = open_page()  # a new session: the browser picks its default afresh
+    assert at.selectbox(key="wh_browse").value == DEMO_WAREHOUSE
+    assert not at.error
+    assert at.selectbox(key="wh_browse").options[0].startswith("A broken one · Failed: there is no sqlite")
+    assert {label.split(" · ")[0] for label in expanders(at)} == DEMO_TABLES
+
+
+def test_a_working_warehouse_is_the_default_over_a_never_checked_one(app_env, tmp_path) -> None:
+    save(open_page(), "CRM", f"sqlite:///{sqlite_file(tmp_path)}")
+    assert open_page().selectbox(key="wh_browse").value == "CRM"  # the demo was never checked
+
+
+def test_a_failed_check_keeps_no_password(app_env) -> None:
+    save(open_page(), "Prod", "postgresql+psycopg://analyst:hunter2-secret@127.0.0.1:9/prod")
+    check = Workspace(app_env.home).checks(Warehouse)["Prod"]
+    assert check is not None and not check.ok
+    assert "postgresql+psycopg://analyst:***@127.0.0.1:9/prod" in check.reason
+    assert "hunter2-secret" not in (app_env.home / "workspace.json").read_text()
+
+
+def test_edit_mode_ends_on_leaving_the_page_on_cancel_and_on_saving(app_env) -> None:
+    at = open_page()
+    at.button(key="wh_edit_demo-warehouse-duckdb").click().run()
+    assert at.subheader[0].value == f"Edit warehouse “{DEMO_WAREHOUSE}”"
+    at.switch_page("app_pages/home.py").run()
+    at.switch_page("app_pages/warehouses.py").run()
+    assert at.subheader[0].value == "Add a warehouse" and at.session_state["wh_editing"] is None
+    assert at.text_input(key="wh_name").value == ""
+
+    at.button(key="wh_edit_demo-warehouse-duckdb").click().run()
+    at.button(key="wh_cancel_edit").click().run()
+    assert at.subheader[0].value == "Add a warehouse"
+
+    at.button(key="wh_edit_demo-warehouse-duckdb").click().run()
+    at.button(key="wh_save").click().run()
+    assert at.success[0].value.startswith("connected to")
+    assert at.subheader[0].value == "Add a warehouse" and at.session_state["wh_editing"] is None

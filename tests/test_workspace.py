@@ -491,3 +491,42 @@ def test_a_warehouse_keeps_the_files_its_models_may_read_through_import_and_expo
     exported = ws.export("s")
     assert 'read_files = ["/data/plans.csv", "/data/exports/"]' in exported
     assert parse_config(exported, env={"AMPLITUDE_API_KEY": "k" * 32}).source.read_files == saved.read_files
+
+
+def test_a_connection_check_is_kept_until_the_object_is_saved_again(tmp_path) -> None:
+    from amp_sync.health import Check
+
+    ws = filled(tmp_path)
+    assert ws.checks(Warehouse) == {"wh": None} and ws.checks(Destination) == {"Prod": None}
+    ws.record_check(Warehouse, "wh", Check(True, "connected", 1000.0))
+    ws.record_check(Destination, "Prod", Check(False, "refused", 2000.0))
+    again = open_ws(tmp_path / "home")  # read back from the file
+    assert again.checks(Warehouse) == {"wh": Check(True, "connected", 1000.0)}
+    assert again.checks(Destination) == {"Prod": Check(False, "refused", 2000.0)}
+    assert again.get(Warehouse, "wh").url.reveal().endswith("@db.example:5432/prod")  # the object is intact
+
+    again.save(again.listed(Warehouse, "wh"), previous_name="wh")  # a saved change is not yet checked
+    assert again.checks(Warehouse) == {"wh": None}
+    ws.record_check(Warehouse, "gone", Check(True, "connected", 1.0))  # deleted meanwhile: nothing kept
+    assert "gone" not in ws.checks(Warehouse)
+
+
+def test_a_connection_check_never_keeps_a_secret(tmp_path) -> None:
+    from amp_sync.health import Check
+
+    ws = filled(tmp_path)
+    url = ws.get(Warehouse, "wh").url.reveal()
+    ws.record_check(Warehouse, "wh", Check(False, f"cannot use {url}: p@ss and p%40ss refused", 1.0))
+    ws.record_check(Destination, "Prod", Check(False, f"keys {KEY} and {SECRET} refused", 1.0))
+    assert ws.checks(Warehouse)["wh"].reason == "cannot use ***: *** and *** refused"  # type: ignore[union-attr]
+    assert ws.checks(Destination)["Prod"].reason == "keys *** and *** refused"  # type: ignore[union-attr]
+    text = (tmp_path / "home" / "workspace.json").read_text()
+    assert KEY not in text and SECRET not in text and "p%40ss" not in text and "p@ss" not in text
+
+
+def test_a_check_the_file_cannot_read_counts_as_never_checked(tmp_path) -> None:
+    ws = filled(tmp_path)
+    data = json.loads(ws.path.read_text())
+    data["warehouses"]["wh"]["last_check"] = {"ok": True, "at": "yesterday"}
+    ws.path.write_text(json.dumps(data))
+    assert ws.checks(Warehouse) == {"wh": None}
