@@ -154,3 +154,52 @@ def event_activity(destination: Destination, event_type: str, timeout: float = 1
         f"{event_type!r} is active in Amplitude, so every user it reaches counts as active: "
         f"{HOW_TO_MARK_INACTIVE}",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class KnownProperties:
+    """The user properties a project already has, or why they could not be read (`names` empty)."""
+
+    names: tuple[str, ...]
+    reason: str | None = None
+
+
+def user_properties(destination: Destination, timeout: float = 10.0) -> KnownProperties:
+    """The project's user properties, from the Taxonomy API (needs the secret key and Enterprise)."""
+    if not destination.secret_key:
+        return KnownProperties(
+            (), "add the project's secret key to the destination to pick from its properties"
+        )
+    # Taxonomy API: GET /api/2/taxonomy/user-property, Enterprise plan only
+    # (https://amplitude.com/docs/apis/analytics/taxonomy).
+    url = f"{destination.rest_url}/api/2/taxonomy/user-property"
+    auth = (destination.api_key.reveal(), destination.secret_key.reveal())
+    try:
+        resp = requests.get(url, auth=auth, timeout=timeout)
+    except requests.RequestException:
+        return KnownProperties((), f"could not reach {_where(destination)} to read the project's properties")
+    if resp.status_code in (401, 403):
+        return KnownProperties(
+            (),
+            "Amplitude does not list this project's properties (its Taxonomy API is on the Enterprise plan)",
+        )
+    if resp.status_code == 404:
+        return KnownProperties((), f"{_where(destination)} does not offer Amplitude's Taxonomy API")
+    names = _property_names(resp) if resp.status_code == 200 else None
+    if names is None:
+        return KnownProperties(
+            (), f"{_where(destination)} did not list the project's properties (HTTP {resp.status_code})"
+        )
+    return KnownProperties(names)
+
+
+def _property_names(resp: requests.Response) -> tuple[str, ...] | None:
+    """The names in a taxonomy answer, {"data": [{"user_property": name, ...}]}, without the "gp:" prefix."""
+    try:
+        data = resp.json().get("data")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(data, list):
+        return None
+    found = (p.get("user_property") for p in data if isinstance(p, dict))
+    return tuple(dict.fromkeys(n.removeprefix("gp:") for n in found if isinstance(n, str) and n))

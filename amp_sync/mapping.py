@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from amp_sync.config import (
     GROUP_OPERATIONS,
@@ -105,25 +104,46 @@ def auto_map(
     return [*mapped, *(c for c in mappable_columns(columns, key, user_key, also) if c not in mapped)]
 
 
-def field_rows(mapped: Sequence[str], known: Mapping[str, Mapping_]) -> list[dict[str, str]]:
-    """One table row per mapped column; a column mapped for the first time keeps its name, $set."""
-    rows = []
-    for column in mapped:
-        m = known.get(column, Mapping_(column, column, Operation.SET))
-        rows.append({"column": column, "property": m.property, "operation": str(m.op)})
-    return rows
+def operations(object_: SyncObject) -> tuple[Operation, ...]:
+    """The operations a mapping of this object may use: events are sent as they are ($set)."""
+    if object_ is SyncObject.EVENT:
+        return (Operation.SET,)
+    return GROUP_OPERATIONS if object_ is SyncObject.GROUP else tuple(Operation)
 
 
-def mappings_from_rows(rows: Iterable[Mapping[str, Any]]) -> tuple[Mapping_, ...]:
-    """The mappings of an edited table; an emptied cell becomes '' (flagged) or $set."""
-    mappings = []
-    for row in rows:
-        op, prop = row.get("operation"), row.get("property")
-        op = op if isinstance(op, str) and op else Operation.SET  # a grid gives None or NaN when emptied
-        if op not in tuple(Operation):
-            raise ConfigError(f"{op!r} is not an operation: choose one of {', '.join(Operation)}")
-        mappings.append(Mapping_(str(row["column"]), prop if isinstance(prop, str) else "", Operation(op)))
-    return tuple(mappings)
+def suggest_property(column: str, known: Sequence[str] = ()) -> str:
+    """The property a newly mapped column writes: an existing one of the same name, else the column's."""
+    by_word = {_word(k): k for k in reversed(known)}
+    return by_word.get(_word(column), column)
+
+
+def _word(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def new_mapping(column: str, known: Sequence[str] = ()) -> Mapping_:
+    """A column mapped for the first time: to its suggested property, with $set."""
+    return Mapping_(column, suggest_property(column, known), Operation.SET)
+
+
+def rearranged(
+    mappings: Sequence[Mapping_], order: Sequence[str], known: Sequence[str] = ()
+) -> tuple[Mapping_, ...]:
+    """The mappings in the order a drag left: a column new to the list is added, one gone removed."""
+    by_column = {m.column: m for m in mappings}
+    return tuple(by_column.get(c) or new_mapping(c, known) for c in dict.fromkeys(order))
+
+
+def column_choices(mappable: Sequence[str], mappings: Sequence[Mapping_], index: int) -> list[str]:
+    """The columns row `index` may switch to: its own and every mappable column no other row maps."""
+    taken = {m.column for i, m in enumerate(mappings) if i != index}
+    own = mappings[index].column
+    return [own, *(c for c in mappable if c not in taken and c != own)]
+
+
+def unsaved(mappings: Sequence[Mapping_], saved: Sequence[Mapping_] | None) -> bool:
+    """Whether the mapping differs from the saved sync's (a new sync: whether anything is mapped)."""
+    return tuple(mappings) != tuple(saved or ())
 
 
 def problems(draft: Draft, columns: Sequence[str] | None = None) -> list[str]:

@@ -4,32 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
-import pandas as pd
 import streamlit as st
-from streamlit_sortables import sort_items
 
 import ui
+import ui_mapper
 from amp_sync import warehouse
-from amp_sync.config import GROUP_OPERATIONS, Destination, Mapping_, Operation, SyncObject, SyncOptions
+from amp_sync.config import Destination, Mapping_, SyncObject, SyncOptions
 from amp_sync.errors import AmpSyncError
 from amp_sync.mapping import (
     Draft,
     auto_map,
     build_sync,
-    field_rows,
     guess_event_type_column,
     guess_key,
     guess_time_column,
     key_words,
     mappable_columns,
-    mappings_from_rows,
     problems,
+    unsaved,
 )
 from amp_sync.workspace import KEY_VARS, SANDBOX_DESTINATION, SavedModel, SavedSync, Warehouse
 
 NEW = "New sync"
-MODEL_COLUMNS = "Model columns"
-PROPERTIES = "Amplitude properties"
 OBJECTS = {"user": "User", "device": "Device", "group": "Group", "event": "Event"}
 ID_TYPES = {"user": "User ID", "device": "Device ID"}
 TYPE_SOURCES = {"constant": "The same for every row", "column": "From a column"}
@@ -107,9 +103,9 @@ def _load(name: str | None) -> None:
     state.sync_name = name or ""
     state.sync_key = saved.key if saved else None
     state.sync_user_key = saved.user_key if saved else None
-    state.sync_mapped = [m.column for m in saved.mappings] if saved else []
-    state.sync_fields = {m.column: m for m in saved.mappings} if saved else {}
-    state.sync_basis = state.sync_table_cols = None  # rebuild the mapper and the table
+    ui_mapper.load(saved.mappings if saved else ())
+    state.sync_basis = None
+    state.pop("sync_left_unsaved", None)
     state.sync_confirm_delete = False
     state.pop("sync_type_source", None)  # guessed from the columns unless saved
     state.update(_option_state(saved.options) if saved else OPTION_DEFAULTS)
@@ -140,7 +136,8 @@ def _apply_pending(syncs: list[str], models: list[str], destinations: list[str])
         state[k] = v
     if "sync_pick" not in state:  # first visit, or back from another page
         state.update({k: v for k, v in state.get("sync_kept", {}).items() if k not in state})
-        state.sync_table_cols = None
+        if state.get("sync_unsaved_of"):  # Streamlit cannot hold the user on the page: say it now
+            state.sync_left_unsaved = state.sync_unsaved_of
     if "sync_next" in state:
         state.sync_pick = state.pop("sync_next")
         _load(None if state.sync_pick == NEW else state.sync_pick)
@@ -153,8 +150,6 @@ def _apply_pending(syncs: list[str], models: list[str], destinations: list[str])
         default = SANDBOX_DESTINATION if SANDBOX_DESTINATION in destinations else destinations[0]
         state.sync_destination = default
     state.setdefault("sync_object", "user")
-    state.setdefault("sync_ver", 0)
-    state.setdefault("sync_table_ver", 0)
 
 
 def _columns(model: SavedModel) -> list[str] | None:
@@ -170,7 +165,7 @@ def _columns(model: SavedModel) -> list[str] | None:
         return list(cache[seen])
     except AmpSyncError as exc:
         ui.show_error(exc)
-        st.page_link(ui.MODELS, label="Fix the model on the Models page", icon="📝")
+        st.page_link(ui.MODELS, label="Fix the model on the Models page", icon=":material/edit_note:")
         return None
 
 
@@ -341,72 +336,80 @@ def _options(columns: list[str], obj: SyncObject) -> SyncOptions:
 
 
 def _mapper(
-    columns: list[str], model: str, key: str | None, user_key: str | None, roles: list[str]
+    columns: list[str], model: str, key: str | None, user_key: str | None, roles: list[str], destination: str
 ) -> tuple[Mapping_, ...]:
     st.subheader("4. Which fields")
-    basis, previous = (model, tuple(columns), key, user_key, tuple(roles)), state.get("sync_basis")
-    if previous != basis:  # a new item list reaches sort_items only under a new key
-        if previous is not None and previous[0] != model:  # another model: keep what it returns
-            state.sync_mapped = [c for c in state.sync_mapped if c in columns]
-        state.sync_basis = basis
-        state.sync_ver += 1
-    st.caption(f"Drag columns from **{MODEL_COLUMNS}** into **{PROPERTIES}**, then name each property.")
-    if st.button("Auto-map all columns", key="sync_automap"):
-        state.sync_mapped = auto_map(columns, key, user_key, state.sync_mapped, roles)
-        state.sync_ver += 1
-    mapped = list(state.sync_mapped)
-    unmapped = [c for c in mappable_columns(columns, key, user_key, roles) if c not in mapped]
-    board = sort_items(
-        [{"header": MODEL_COLUMNS, "items": unmapped}, {"header": PROPERTIES, "items": mapped}],
-        multi_containers=True,
-        direction="vertical",
-        key=f"mapper_{state.sync_ver}",
+    previous = state.get("sync_basis")
+    if previous is not None and previous != model:  # another model: keep the rows it still returns
+        ui_mapper.keep_only(columns)
+    state.sync_basis = model
+    obj = SyncObject(state.sync_object)
+    st.caption(
+        "Drag a model column into **Mapped columns** (drag the cards there to reorder them), then set "
+        "each row's property and operation in place."
     )
-    state.sync_mapped = next((list(c["items"]) for c in board or [] if c.get("header") == PROPERTIES), [])
-    return _fields_table(state.sync_mapped, SyncObject(state.sync_object))
+    known = _known_properties(destination, obj)
+    mappable = mappable_columns(columns, key, user_key, roles)
+    automap = lambda: auto_map(columns, key, user_key, [m.column for m in ui_mapper.mappings()], roles)  # noqa: E731
+    mappings = ui_mapper.field_mapper(mappable, obj, known, automap)
+    if mappings and obj is not SyncObject.EVENT:
+        st.caption(ui_mapper.OP_HELP)
+    return mappings
 
 
-def _fields_table(mapped: list[str], obj: SyncObject) -> tuple[Mapping_, ...]:
-    if not mapped:
-        if obj is SyncObject.EVENT:
-            st.info("No event property mapped: the events carry none. Drag a column here to add one.")
-        else:
-            st.info("No field mapped yet: drag a column into Amplitude properties, or press Auto-map.")
-        return ()
-    events = obj is SyncObject.EVENT
-    ops = [str(op) for op in (GROUP_OPERATIONS if obj is SyncObject.GROUP else Operation)]
-    if (obj, tuple(mapped)) != state.get("sync_table_cols"):  # other rows: a fresh table from what is known
-        state.sync_table_cols = (obj, tuple(mapped))
-        state.sync_table_ver += 1
-        state.sync_table_rows = field_rows(mapped, state.sync_fields)
-    state.sync_fields_key = f"sync_fields_{state.sync_table_ver}"
-    shown = ["column", "property"] if events else ["column", "property", "operation"]
-    label = (
-        "Event property" if events else "Group property" if obj is SyncObject.GROUP else "Amplitude property"
-    )
-    config: dict[str, Any] = {
-        "column": st.column_config.TextColumn("Model column"),
-        "property": st.column_config.TextColumn(label, required=True),
-    }
-    if not events:
-        config["operation"] = st.column_config.SelectboxColumn("Operation", options=ops, required=True)
-    edited = st.data_editor(
-        pd.DataFrame(state.sync_table_rows, columns=shown, dtype=object),
-        key=state.sync_fields_key,
-        hide_index=True,
-        num_rows="fixed",
-        disabled=["column"],
-        column_config=config,
-    )
-    if events:
-        st.caption("Event properties are sent as the row holds them ($set): an event is never updated.")
+def _known_properties(destination: str, obj: SyncObject) -> list[str]:
+    """The project's user properties to pick from (user and device syncs), or why there are none."""
+    if obj not in (SyncObject.USER, SyncObject.DEVICE):
+        return []
+    try:
+        project = ws.get(Destination, destination)
+        found = ui_mapper.known_properties(project)
+    except AmpSyncError as exc:
+        st.caption(
+            f":material/info: Property names are typed: the destination's keys cannot be read ({exc})."
+        )
+        return []
+    if found.reason and ui.is_sandbox(project.endpoint):
+        st.caption(":material/info: Property names are typed: the sandbox keeps no list of properties.")
+    elif found.reason:
+        st.caption(f":material/info: Property names are typed, not picked: {found.reason}.")
     else:
         st.caption(
-            "$set overwrites; $setOnce keeps the first value; $add adds the increase since the last run."
+            f":material/check_circle: Pick from the project's {len(found.names)} user properties, "
+            "or type a new name."
         )
-    mappings = ui.attempt(lambda: mappings_from_rows(edited.to_dict("records"))) or ()
-    state.sync_fields.update({m.column: m for m in mappings})
-    return mappings
+    return list(found.names)
+
+
+def _unsaved_marker(mappings: tuple[Mapping_, ...]) -> None:
+    """Mark the mapping unsaved beside the Save button, and remember it for a warning on return."""
+    saved = ui.attempt(lambda: ws.get(SavedSync, state.sync_loaded).mappings) if state.sync_loaded else ()
+    changed = unsaved(mappings, saved)
+    state.sync_unsaved_of = (state.sync_loaded or "the new sync") if changed else None
+    if changed:
+        st.badge("Unsaved changes", icon=":material/edit:", color="orange")
+    else:
+        state.pop("sync_left_unsaved", None)
+
+
+def _left_unsaved_warning() -> None:
+    """Back on the page with a mapping left unsaved: say so, with Save below and Discard here."""
+    of = state.get("sync_left_unsaved")
+    if not of:
+        return
+    shown = of if of == "the new sync" else repr(of)
+    st.warning(
+        f"You left unsaved changes to the mapping of {shown}: Save them below, or Discard.",
+        icon=":material/warning:",
+    )
+    st.button("Discard the changes", key="sync_discard", icon=":material/undo:", on_click=_discard)
+
+
+def _discard() -> None:
+    """Put the mapping back as it was saved (empty for a new sync); the rest of the form stays."""
+    saved = ui.attempt(lambda: ws.get(SavedSync, state.sync_loaded).mappings) if state.sync_loaded else ()
+    ui_mapper.load(saved or ())
+    state.pop("sync_left_unsaved", None)
 
 
 def _save(draft: Draft, columns: list[str]) -> None:
@@ -440,7 +443,9 @@ def _promote_section(name: str, destinations: list[str]) -> None:
 
 
 def _saved_actions(name: str) -> None:
-    st.page_link(ui.PREVIEW, label=f"Preview {name!r}: see exactly what would change", icon="🔍")
+    st.page_link(
+        ui.PREVIEW, label=f"Preview {name!r}: see exactly what would change", icon=":material/preview:"
+    )
     if st.button("Delete sync", key="sync_delete"):
         state.sync_confirm_delete = True
     if state.get("sync_confirm_delete"):
@@ -479,6 +484,7 @@ models, syncs, destinations = names
 _apply_pending(syncs, models, destinations)
 if flash := state.pop("sync_flash", None):
     st.success(flash)
+_left_unsaved_warning()
 st.selectbox("Sync", [NEW, *syncs], key="sync_pick", on_change=_on_pick)
 _import_section(open_=not models)
 state.sync_kept = {k: state[k] for k in KEPT if k in state}
@@ -486,11 +492,11 @@ if not models:
     st.info(
         "A sync sends the rows of a saved model: write one on the Models page first (templates are there)."
     )
-    st.page_link(ui.MODELS, label="Go to Models", icon="📝")
+    st.page_link(ui.MODELS, label="Go to Models", icon=":material/code:")
     st.stop()
 if not destinations:
     st.info("Add an Amplitude destination first.")
-    st.page_link(ui.DESTINATIONS, label="Go to Destinations", icon="🎯")
+    st.page_link(ui.DESTINATIONS, label="Go to Destinations", icon=":material/target:")
     st.stop()
 
 st.subheader("1. What data")
@@ -510,7 +516,7 @@ destination, obj, user_key = _where(columns, destinations)
 key = _how(columns, obj)
 options = _options(columns, obj)
 roles = Draft("", None, None, obj, key, (), user_key, options).role_columns()
-mappings = _mapper(columns, model.name, key, user_key, roles)
+mappings = _mapper(columns, model.name, key, user_key, roles, destination)
 
 st.subheader("Save")
 name = st.text_input("Sync name", key="sync_name", placeholder="ltv-to-amplitude")
@@ -520,7 +526,12 @@ draft = Draft(name, model.name, destination, obj, key, mappings, user_key, optio
 found = problems(draft, columns)
 if found:
     st.warning("Before saving:\n" + "\n".join(f"- {p}" for p in found))
-if st.button("Save sync", key="sync_save", type="primary", disabled=bool(found)):
+with st.container(horizontal=True, vertical_alignment="center"):
+    save_clicked = st.button(
+        "Save sync", key="sync_save", type="primary", disabled=bool(found), icon=":material/save:"
+    )
+    _unsaved_marker(mappings)
+if save_clicked:
     ui.attempt(lambda: _save(draft, columns))
 state.sync_kept = {k: state[k] for k in KEPT if k in state}
 if state.sync_loaded:

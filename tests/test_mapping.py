@@ -1,12 +1,20 @@
-"""The field mapper's rules: mappable columns, auto-map, table rows, validation, the saved sync."""
+"""The field mapper's rules: mappable columns, auto-map, rows, suggestions, validation, the saved sync."""
 
 from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from amp_sync.config import (
+    GROUP_OPERATIONS,
     Destination,
     Mapping_,
     Model,
@@ -19,18 +27,23 @@ from amp_sync.config import (
     SyncOptions,
     parse_config,
 )
+from amp_sync.credentials import KnownProperties, user_properties
 from amp_sync.errors import ConfigError
 from amp_sync.mapping import (
     Draft,
     auto_map,
     build_sync,
-    field_rows,
+    column_choices,
     guess_event_type_column,
     guess_key,
     guess_time_column,
     mappable_columns,
-    mappings_from_rows,
+    new_mapping,
+    operations,
     problems,
+    rearranged,
+    suggest_property,
+    unsaved,
 )
 from amp_sync.secret import Secret
 from amp_sync.workspace import SavedSync, export_sync
@@ -100,27 +113,110 @@ def test_auto_map_keeps_mapped_columns_first_and_adds_every_other_non_key_column
     assert auto_map(COLUMNS, "device_id", "user_id", []) == ["plan", "ltv"]
 
 
-def test_table_rows_keep_edits_and_default_new_columns_to_their_name_and_set() -> None:
-    known = {"ltv": Mapping_("ltv", "lifetime_value", ADD)}
-    assert field_rows(["plan", "ltv"], known) == [
-        {"column": "plan", "property": "plan", "operation": "$set"},
-        {"column": "ltv", "property": "lifetime_value", "operation": "$add"},
-    ]
+def test_each_object_offers_its_operations() -> None:
+    assert operations(SyncObject.USER) == operations(SyncObject.DEVICE) == tuple(Operation)
+    assert operations(SyncObject.GROUP) == GROUP_OPERATIONS
+    assert operations(SyncObject.EVENT) == (SET,)
 
 
-def test_rows_back_to_mappings_with_emptied_cells() -> None:
-    rows = [
-        {"column": "plan", "property": "plan", "operation": "$setOnce"},
-        {"column": "ltv", "property": None, "operation": None},
-        {"column": "arr", "property": float("nan"), "operation": float("nan")},
-    ]
-    assert mappings_from_rows(rows) == (
-        Mapping_("plan", "plan", Operation.SET_ONCE),
-        Mapping_("ltv", "", SET),
-        Mapping_("arr", "", SET),
-    )
-    with pytest.raises(ConfigError, match="'\\$multiply' is not an operation"):
-        mappings_from_rows([{"column": "ltv", "property": "ltv", "operation": "$multiply"}])
+@pytest.mark.parametrize(
+    ("column", "known", "expected"),
+    [
+        ("plan", (), "plan"),
+        ("plan", ("Plan", "country"), "Plan"),
+        ("lifetime_value", ("Lifetime Value",), "Lifetime Value"),
+        ("ltv", ("lifetime_value",), "ltv"),
+    ],
+)
+def test_a_new_column_writes_an_existing_property_of_the_same_name(column, known, expected) -> None:
+    assert suggest_property(column, known) == expected
+    assert new_mapping(column, known) == Mapping_(column, expected, SET)
+
+
+def test_a_drag_reorders_adds_and_removes_keeping_each_rows_edits() -> None:
+    rows = (Mapping_("plan", "plan_name", ADD), Mapping_("ltv", "ltv"))
+    assert rearranged(rows, ["ltv", "country", "plan"], ["Country"]) == (
+        Mapping_("ltv", "ltv"), Mapping_("country", "Country"), Mapping_("plan", "plan_name", ADD),
+    )  # fmt: skip
+    assert rearranged(rows, ["plan"]) == rows[:1]
+
+
+def test_a_row_may_switch_only_to_columns_no_other_row_maps() -> None:
+    rows = (Mapping_("plan", "plan"), Mapping_("ltv", "ltv"))
+    assert column_choices(["device_id", "plan", "ltv"], rows, 1) == ["ltv", "device_id"]
+
+
+def test_the_mapping_is_unsaved_when_it_differs_from_the_saved_one() -> None:
+    rows = (Mapping_("plan", "plan"),)
+    assert not unsaved(rows, rows) and not unsaved((), None)
+    assert unsaved(rows, None) and unsaved((Mapping_("plan", "plan_name"),), rows)
+    assert unsaved(tuple(reversed((*rows, Mapping_("ltv", "ltv")))), (*rows, Mapping_("ltv", "ltv")))
+
+
+@contextmanager
+def taxonomy(status: int, body: object) -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """A loopback server answering every GET with (status, body); yields its URL and what it received."""
+    received: list[dict[str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            received.append({"path": self.path, "auth": self.headers.get("Authorization", "")})
+            data = (body if isinstance(body, str) else json.dumps(body)).encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+TAXONOMY = {"success": True, "data": [{"user_property": "Plan"}, {"user_property": "gp:Country"}, {}]}
+
+
+def project(url: str, secret: str | None = "s" * 32) -> Destination:
+    return Destination("Prod", Secret("k" * 32), Secret(secret) if secret else None, Region.US, url)
+
+
+def test_the_projects_user_properties_are_read_with_both_keys() -> None:
+    with taxonomy(200, TAXONOMY) as (url, received):
+        assert user_properties(project(url)) == KnownProperties(("Plan", "Country"))
+    assert received[0]["path"] == "/api/2/taxonomy/user-property"
+    assert received[0]["auth"] == "Basic " + base64.b64encode(f"{'k' * 32}:{'s' * 32}".encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "reason"),
+    [
+        (403, {"error": "forbidden"}, "its Taxonomy API is on the Enterprise plan"),
+        (401, "Invalid API key", "its Taxonomy API is on the Enterprise plan"),
+        (404, {"error": "Invalid request path"}, "does not offer Amplitude's Taxonomy API"),
+        (500, "oops", "HTTP 500"),
+        (200, "<html>", "HTTP 200"),
+        (200, {"data": "none"}, "HTTP 200"),
+    ],
+)
+def test_any_failure_leaves_names_to_be_typed_and_says_why(status, body, reason) -> None:
+    with taxonomy(status, body) as (url, _):
+        found = user_properties(project(url))
+    assert found.names == () and reason in (found.reason or "")
+
+
+def test_without_a_secret_key_or_a_server_nothing_is_offered() -> None:
+    with taxonomy(200, TAXONOMY) as (url, received):
+        assert "add the project's secret key" in (user_properties(project(url, None)).reason or "")
+    assert received == []
+    with taxonomy(200, TAXONOMY) as (url, _):
+        pass  # closed: nothing listens there any more
+    assert "could not reach" in (user_properties(project(url), timeout=2).reason or "")
 
 
 @pytest.mark.parametrize(

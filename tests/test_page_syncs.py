@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from test_mapping import TAXONOMY, taxonomy
 from test_page_preview import MAPPINGS, SMALL_SQL, SYNC, metrics, notes, save_sync, table, texts
 
 from amp_sync import runner
@@ -18,7 +19,6 @@ from amp_sync.workspace import DEMO_WAREHOUSE, SANDBOX_DESTINATION, SavedModel, 
 
 ROOT = Path(__file__).resolve().parents[1]
 LTV = template("lifetime_value")
-NO_EDITS = {"added_rows": [], "deleted_rows": []}
 
 
 def open_syncs(app_env, *models: SavedModel) -> AppTest:
@@ -37,28 +37,55 @@ def mapper(at: AppTest):
 
 
 def board(at: AppTest) -> dict[str, list[str]]:
-    """What the mapper shows: items per container header."""
+    """What the drag board shows: card labels per container header."""
     return {c["header"]: c["items"] for c in json.loads(mapper(at).proto.json_args)["items"]}
 
 
-def drag(at: AppTest, *properties: str) -> AppTest:
-    """What dragging does in the browser: the component sends the new board, the page reruns."""
+def mapped(at: AppTest) -> list[str]:
+    """The model column of each mapping row, top to bottom, as its selectbox shows it."""
+    return [s.value for s in at.selectbox if (s.key or "").startswith("sync_map_col_")]
+
+
+def properties(at: AppTest) -> list[str]:
+    """The property of each mapping row, as its field shows it."""
+    fields = [*at.text_input, *at.selectbox]
+    return [str(w.value) for w in fields if (w.key or "").startswith("sync_map_prop_")]
+
+
+def row_key(at: AppTest, index: int, part: str) -> str:
+    """The widget key of one part (col, prop, op, rm) of the mapping row at `index`."""
+    return f"sync_map_{part}_{at.session_state['sync_map_rows'][index][0]}"
+
+
+def drag(at: AppTest, *columns: str) -> AppTest:
+    """What dragging does in the browser: the board sends its new containers, the page reruns.
+
+    `columns` become the mapped list, in this order; a card already there keeps its label.
+    """
     shown = board(at)
-    rest = [c for c in shown["Model columns"] + shown["Amplitude properties"] if c not in properties]
+    labels = {label.split(" → ")[0]: label for label in shown["Mapped columns"]}
+    rest = [c for c in shown["Model columns"] + list(labels) if c not in columns]
     at.session_state[mapper(at).key] = [
         {"header": "Model columns", "items": rest},
-        {"header": "Amplitude properties", "items": list(properties)},
+        {"header": "Mapped columns", "items": [labels.get(c, c) for c in columns]},
     ]
     at.run()
     assert not at.exception
     return at
 
 
-def edit_fields(at: AppTest, rows: dict[int, dict[str, str]]) -> AppTest:
-    at.session_state[at.session_state["sync_fields_key"]] = {"edited_rows": rows, **NO_EDITS}
-    at.run()
+def edit_row(at: AppTest, index: int, prop: str | None = None, op: str | None = None) -> AppTest:
+    """Type a property name and pick an operation in one mapping row, as a person does in place."""
+    if prop is not None:
+        at.text_input(key=row_key(at, index, "prop")).input(prop).run()
+    if op is not None:
+        at.selectbox(key=row_key(at, index, "op")).select(op).run()
     assert not at.exception
     return at
+
+
+def unsaved_marked(at: AppTest) -> bool:
+    return any("Unsaved changes" in m.value for m in at.markdown)
 
 
 def save(at: AppTest, name: str) -> AppTest:
@@ -88,8 +115,9 @@ def test_build_a_sync_by_dragging_two_columns_and_naming_their_properties(app_en
     at.selectbox(key="sync_key").select("user_id").run()
     assert "user_id" not in board(at)["Model columns"]
     drag(at, "lifetime_value", "plan")
-    assert at.dataframe[0].value["column"].tolist() == ["lifetime_value", "plan"]
-    edit_fields(at, {0: {"property": "ltv", "operation": "$add"}})
+    assert mapped(at) == ["lifetime_value", "plan"]
+    assert board(at)["Mapped columns"] == ["lifetime_value", "plan"]
+    edit_row(at, 0, prop="ltv", op="$add")
     save(at, "ltv-sync")
 
     assert at.success[0].value == "Saved the sync 'ltv-sync'."
@@ -107,8 +135,8 @@ def test_auto_map_maps_every_column_but_the_key(app_env) -> None:
     assert at.selectbox(key="sync_key").value == "user_id"  # guessed
     at.button(key="sync_automap").click().run()
     expected = ["lifetime_value", "payment_count", "currency", "first_paid_date", "last_paid_date", "plan"]
-    assert board(at) == {"Model columns": [], "Amplitude properties": expected}
-    assert at.dataframe[0].value["property"].tolist() == expected
+    assert board(at) == {"Model columns": [], "Mapped columns": expected}
+    assert mapped(at) == expected and properties(at) == expected
     save(at, "ltv-all")
     saved = Workspace(app_env.home).get(SavedSync, "ltv-all")
     assert saved.mappings == tuple(Mapping_(c, c, Operation.SET) for c in expected)
@@ -117,14 +145,14 @@ def test_auto_map_maps_every_column_but_the_key(app_env) -> None:
 @pytest.mark.parametrize(
     ("edits", "problem"),
     [
-        ({1: {"property": "lifetime_value"}}, "both write the property 'lifetime_value'"),
-        ({0: {"property": "$ltv"}}, "starts with '$', which Amplitude reserves"),
-        ({0: {"property": ""}}, "give the column 'lifetime_value' a property name"),
+        ((1, "lifetime_value"), "both write the property 'lifetime_value'"),
+        ((0, "$ltv"), "starts with '$', which Amplitude reserves"),
+        ((0, ""), "give the column 'lifetime_value' a property name"),
     ],
 )
 def test_problems_are_listed_and_block_saving(app_env, edits, problem) -> None:
     at = open_syncs(app_env, SavedModel("ltv", DEMO_WAREHOUSE, LTV.sql))
-    at = edit_fields(drag(at, "lifetime_value", "plan"), edits)
+    at = edit_row(drag(at, "lifetime_value", "plan"), edits[0], prop=edits[1])
     at.text_input(key="sync_name").input("ltv-sync").run()
     assert problem in at.warning[0].value
     assert at.button(key="sync_save").disabled
@@ -163,8 +191,8 @@ def test_a_saved_sync_loads_edits_renames_and_deletes(app_env) -> None:
     at.selectbox(key="sync_pick").select("New sync").run()
     assert at.text_input(key="sync_name").value == "" and at.info  # nothing mapped
     at.selectbox(key="sync_pick").select("first").run()
-    assert board(at)["Amplitude properties"] == ["plan"]
-    edit_fields(at, {0: {"property": "plan_name"}})
+    assert mapped(at) == ["plan"] and not unsaved_marked(at)
+    edit_row(at, 0, prop="plan_name")
     save(at, "second")
     assert ws.names(SavedSync) == ["second"]
     assert ws.get(SavedSync, "second").mappings == (Mapping_("plan", "plan_name"),)
@@ -217,7 +245,7 @@ def test_an_exported_file_imports_back_with_the_keys_typed_once(app_env) -> None
     assert ws.get(SavedSync, "ltv-sync") == original
     assert ws.sync_config("ltv-sync").destination.api_key.reveal() == SANDBOX_API_KEY
     assert at.selectbox(key="sync_pick").value == "ltv-sync"
-    assert board(at)["Amplitude properties"] == ["plan", "currency"]
+    assert mapped(at) == ["plan", "currency"]
     assert at.text_input(key="sync_import_api_key").value == ""
     assert SANDBOX_API_KEY not in rendered(at)
     assert not at.warning and ws.run_problems("ltv-sync") == []
@@ -260,7 +288,7 @@ def test_unsaved_edits_survive_a_visit_to_another_page(app_env) -> None:
     at.switch_page("app_pages/syncs.py").run()
     assert not at.exception
     assert at.text_input(key="sync_name").value == "half-done"
-    assert board(at)["Amplitude properties"] == ["plan"]
+    assert mapped(at) == ["plan"]
 
 
 EVENTS_SQL = "select event_id, user_id, event_type, occurred_at from events where user_id < 'u_000012'"
@@ -268,9 +296,9 @@ COMPANIES_SQL = "select company, count(*) as seats, max(plan_id) as top_plan fro
 
 
 def ops_offered(at: AppTest) -> list[str] | None:
-    """The operations the fields table offers, or None when it has no operation column."""
-    op = json.loads(at.dataframe[0].proto.columns).get("operation")
-    return None if op is None else op["type_config"]["options"]
+    """The operations the first mapping row offers, or None when it has no operation field."""
+    ops = [s for s in at.selectbox if (s.key or "").startswith("sync_map_op_")]
+    return ops[0].options if ops else None
 
 
 def test_the_object_selector_offers_every_object(app_env) -> None:
@@ -282,12 +310,13 @@ def test_the_object_selector_offers_every_object(app_env) -> None:
 
 def test_a_group_sync_needs_its_group_type_and_takes_group_operations_only(app_env) -> None:
     at = open_syncs(app_env, SavedModel("companies", DEMO_WAREHOUSE, COMPANIES_SQL))
+    at.selectbox(key="sync_key").select("company").run()
+    edit_row(drag(at, "seats", "top_plan"), 1, op="$remove")  # picked for users, kept on switching
     at.radio(key="sync_object").set_value("group").run()
     assert "one group (an account, a company, a team)" in rendered(at)
     assert at.selectbox(key="sync_key").value == "company"  # guessed for groups
-    drag(at, "seats", "top_plan")
     assert ops_offered(at) == ["$set", "$setOnce", "$add", "$append", "$prepend"]
-    edit_fields(at, {0: {"operation": "$add"}, 1: {"operation": "$remove"}})
+    edit_row(at, 0, op="$add")
     at.text_input(key="sync_name").input("companies-sync").run()
     found = at.warning[0].value
     assert '- group syncs need a group type (e.g. "company")' in found
@@ -295,7 +324,14 @@ def test_a_group_sync_needs_its_group_type_and_takes_group_operations_only(app_e
     assert at.button(key="sync_save").disabled
 
     at.text_input(key="sync_group_type").input("company").run()
-    edit_fields(at, {0: {"operation": "$add"}, 1: {"operation": "$set"}})
+    edit_row(at, 1, op="$set")
+    assert at.selectbox(key=row_key(at, 1, "op")).options == [
+        "$set",
+        "$setOnce",
+        "$add",
+        "$append",
+        "$prepend",
+    ]
     save(at, "companies-sync")
     saved = Workspace(app_env.home).get(SavedSync, "companies-sync")
     assert (saved.object, saved.key, saved.options.group_type) == (SyncObject.GROUP, "company", "company")
@@ -318,7 +354,7 @@ def test_an_event_sync_guesses_its_columns_and_needs_no_property(app_env) -> Non
         at.checkbox(key="sync_skip_user_props").label
         == "Keep current user properties (skip user properties sync)"
     )
-    assert board(at) == {"Model columns": ["event_id"], "Amplitude properties": []}
+    assert board(at) == {"Model columns": ["event_id"], "Mapped columns": []}
     assert "No event property mapped" in rendered(at)
     assert not at.get("toggle")  # the synthetic event is for user and device syncs
 
@@ -345,8 +381,8 @@ def test_an_event_sync_with_a_constant_type_an_insert_id_and_a_property(app_env)
     assert board(at)["Model columns"] == ["event_type"]
     drag(at, "event_type")
     assert ops_offered(at) is None  # no operation column: event properties are sent as they are
-    assert list(at.dataframe[0].value.columns) == ["column", "property"]
-    edit_fields(at, {0: {"property": "source_type"}})
+    assert mapped(at) == ["event_type"]
+    edit_row(at, 0, prop="source_type")
     save(at, "logins")
     saved = Workspace(app_env.home).get(SavedSync, "logins")
     assert saved.options == SyncOptions(
@@ -475,3 +511,136 @@ def test_promote_a_sync_from_the_sandbox_to_another_destination(app_env) -> None
         at.button(key="preview_promotion_cancel").click().run()
         assert not at.exception
         assert ws.get(SavedSync, SYNC).destination == "Production" and not at.metric
+
+
+def test_renaming_a_property_in_place_renames_its_card(app_env) -> None:
+    at = open_syncs(app_env, SavedModel("ltv", DEMO_WAREHOUSE, LTV.sql))
+    drag(at, "plan", "currency")
+    edit_row(at, 0, prop="plan_name")
+    assert board(at)["Mapped columns"] == ["plan → plan_name", "currency"]
+    assert properties(at) == ["plan_name", "currency"]
+    drag(at, "currency", "plan")  # reordered by dragging the cards: each row keeps its edits
+    assert mapped(at) == ["currency", "plan"] and properties(at) == ["currency", "plan_name"]
+    save(at, "renamed")
+    assert Workspace(app_env.home).get(SavedSync, "renamed").mappings == (
+        Mapping_("currency", "currency"), Mapping_("plan", "plan_name"),
+    )  # fmt: skip
+
+
+def test_a_row_can_switch_to_another_column_in_place(app_env) -> None:
+    at = open_syncs(app_env, SavedModel("ltv", DEMO_WAREHOUSE, LTV.sql))
+    drag(at, "plan", "currency")
+    choice = at.selectbox(key=row_key(at, 0, "col"))
+    assert "currency" not in choice.options  # another row maps it
+    choice.select("lifetime_value").run()
+    assert mapped(at) == ["lifetime_value", "currency"]
+    assert properties(at) == ["lifetime_value", "currency"]  # a property named after its column follows
+    assert "plan" in board(at)["Model columns"] and "lifetime_value" not in board(at)["Model columns"]
+
+
+def test_one_click_removes_a_mapping(app_env) -> None:
+    at = open_syncs(app_env, SavedModel("ltv", DEMO_WAREHOUSE, LTV.sql))
+    drag(at, "plan", "currency")
+    edit_row(at, 1, prop="money")
+    at.button(key=row_key(at, 0, "rm")).click().run()
+    assert not at.exception
+    assert mapped(at) == ["currency"] and properties(at) == ["money"]
+    assert "plan" in board(at)["Model columns"]
+    save(at, "one-left")
+    assert Workspace(app_env.home).get(SavedSync, "one-left").mappings == (Mapping_("currency", "money"),)
+
+
+def test_auto_map_adds_the_rest_after_the_rows_already_there(app_env) -> None:
+    at = open_syncs(app_env, SavedModel("ltv", DEMO_WAREHOUSE, LTV.sql))
+    edit_row(drag(at, "plan"), 0, prop="plan_name")
+    at.button(key="sync_automap").click().run()
+    assert mapped(at) == [
+        "plan",
+        "lifetime_value",
+        "payment_count",
+        "currency",
+        "first_paid_date",
+        "last_paid_date",
+    ]
+    assert properties(at)[:2] == ["plan_name", "lifetime_value"]
+    assert board(at)["Model columns"] == []
+
+
+def test_unsaved_changes_are_marked_by_the_save_button(app_env) -> None:
+    at = open_syncs(app_env, SavedModel("ltv", DEMO_WAREHOUSE, LTV.sql))
+    assert not unsaved_marked(at)
+    drag(at, "plan")
+    assert unsaved_marked(at)
+    save(at, "marked")
+    assert not unsaved_marked(at)
+    edit_row(at, 0, prop="plan_name")
+    assert unsaved_marked(at)
+    edit_row(at, 0, prop="plan")  # back as saved
+    assert not unsaved_marked(at)
+
+
+def test_leaving_with_unsaved_changes_warns_on_return_and_discard_restores(app_env) -> None:
+    at = open_syncs(app_env, SavedModel("ltv", DEMO_WAREHOUSE, LTV.sql))
+    save(drag(at, "plan"), "left")
+    edit_row(at, 0, prop="plan_name")
+    at.switch_page("app_pages/home.py").run()
+    at.switch_page("app_pages/syncs.py").run()
+    assert not at.exception
+    assert "You left unsaved changes to the mapping of 'left': Save them below, or Discard." in texts(
+        at.warning
+    )
+    assert properties(at) == ["plan_name"] and unsaved_marked(at)  # the draft was kept
+    at.button(key="sync_discard").click().run()
+    assert not at.exception
+    assert properties(at) == ["plan"] and not unsaved_marked(at)
+    assert not any("You left unsaved" in w.value for w in at.warning)
+
+
+def test_saving_after_coming_back_keeps_the_edits_and_ends_the_warning(app_env) -> None:
+    at = open_syncs(app_env, SavedModel("ltv", DEMO_WAREHOUSE, LTV.sql))
+    drag(at, "plan")
+    at.switch_page("app_pages/home.py").run()
+    at.switch_page("app_pages/syncs.py").run()
+    assert "You left unsaved changes to the mapping of the new sync" in texts(at.warning)
+    save(at, "came-back")
+    assert not any("You left unsaved" in w.value for w in at.warning)
+    assert Workspace(app_env.home).get(SavedSync, "came-back").mappings == (Mapping_("plan", "plan"),)
+
+
+def captions(at: AppTest) -> str:
+    return texts(at.caption)
+
+
+def test_the_projects_user_properties_are_offered_when_its_keys_can_read_them(app_env) -> None:
+    at = open_syncs(app_env, SavedModel("ltv", DEMO_WAREHOUSE, LTV.sql))
+    assert "Property names are typed" in captions(at)
+    assert "the sandbox keeps no list of properties" in captions(at)
+    with taxonomy(200, TAXONOMY) as (url, received):
+        Workspace(app_env.home).save(
+            Destination("Prod", Secret(SANDBOX_API_KEY), Secret(SANDBOX_SECRET_KEY), Region.US, url)
+        )
+        at.run().selectbox(key="sync_destination").select("Prod").run()
+        assert "Pick from the project's 2 user properties, or type a new name." in captions(at)
+        drag(at, "plan", "currency")
+        assert properties(at) == ["Plan", "currency"]  # a column meets the property of its name
+        field = at.selectbox(key=row_key(at, 1, "prop"))
+        assert field.options == ["currency", "Plan", "Country"]
+        field.select("Country").run()
+        save(at, "picked")
+    assert len(received) == 1  # read once, not on every rerun
+    assert Workspace(app_env.home).get(SavedSync, "picked").mappings == (
+        Mapping_("plan", "Plan"), Mapping_("currency", "Country"),
+    )  # fmt: skip
+
+
+def test_a_project_not_on_the_plan_leaves_names_to_be_typed(app_env) -> None:
+    with taxonomy(403, {"error": "Forbidden"}) as (url, _):
+        at = open_syncs(app_env, SavedModel("ltv", DEMO_WAREHOUSE, LTV.sql))
+        Workspace(app_env.home).save(
+            Destination("Prod", Secret(SANDBOX_API_KEY), Secret(SANDBOX_SECRET_KEY), Region.US, url)
+        )
+        at.run().selectbox(key="sync_destination").select("Prod").run()
+        assert "its Taxonomy API is on the Enterprise plan" in captions(at)
+        drag(at, "plan")
+        edit_row(at, 0, prop="plan_tier")  # a text field, as without a secret key
+        assert properties(at) == ["plan_tier"] and not at.exception
