@@ -1286,6 +1286,22 @@ def _handle_event_list(app: _App, request: _Request) -> _Reply:
     return _Reply(200, {"data": app.store._event_list()})
 
 
+def _handle_user_properties(app: _App, request: _Request) -> _Reply:
+    """Amplitude's Taxonomy API list of user properties, from the properties the profiles hold.
+
+    https://amplitude.com/docs/apis/analytics/taxonomy ("Get all user properties")
+    """
+    if not _authorized(app, request.authorization):
+        return _Reply(401, {"error": "Invalid credentials"})
+    names = sorted({name for p in app.store.profiles() for name in p.get("user_properties", {})})
+    described = [
+        {"user_property": n, "description": "", "type": "", "enum_values": "", "regex": "",
+         "is_array_type": False, "classifications": []}
+        for n in names
+    ]  # fmt: skip
+    return _Reply(200, {"success": True, "data": described})
+
+
 def _first(query: dict[str, list[str]], name: str) -> str | None:
     return query[name][0] if query.get(name) else None
 
@@ -1329,6 +1345,7 @@ _ROUTES: dict[tuple[str, str], _Handle] = {
     ("POST", "/2/httpapi"): _handle_events,
     ("POST", "/batch"): _handle_events,
     ("GET", "/api/2/events/list"): _handle_event_list,
+    ("GET", "/api/2/taxonomy/user-property"): _handle_user_properties,
     ("GET", "/sandbox/profiles"): _handle_profiles,
     ("GET", "/sandbox/events"): lambda app, _: _Reply(200, app.store.events()),
     ("GET", "/sandbox/groups"): lambda app, _: _Reply(200, app.store.groups()),

@@ -8,7 +8,7 @@ import streamlit as st
 
 import ui
 import ui_mapper
-from amp_sync import warehouse
+from amp_sync import catalog, warehouse
 from amp_sync.config import Destination, Mapping_, SyncObject, SyncOptions
 from amp_sync.errors import AmpSyncError
 from amp_sync.mapping import (
@@ -147,8 +147,9 @@ def _apply_pending(syncs: list[str], models: list[str], destinations: list[str])
     if state.get("sync_model") not in models and models:
         state.sync_model = models[0]
     if state.get("sync_destination") not in destinations and destinations:
-        default = SANDBOX_DESTINATION if SANDBOX_DESTINATION in destinations else destinations[0]
-        state.sync_destination = default
+        # Never a destination whose last check failed, while another one works.
+        default = catalog.default_choice(ws, Destination, destinations, preferred=SANDBOX_DESTINATION)
+        state.sync_destination = default or destinations[0]
     state.setdefault("sync_object", "user")
 
 
@@ -220,7 +221,10 @@ def _column_choice(
 
 def _where(columns: list[str], destinations: list[str]) -> tuple[str, SyncObject, str | None]:
     st.subheader("2. Where")
-    destination = st.selectbox("Destination", destinations, key="sync_destination")
+    labels = catalog.health_labels(ws, Destination)
+    destination = st.selectbox(
+        "Destination", destinations, key="sync_destination", format_func=lambda n: labels.get(n, n)
+    )
     obj = SyncObject(
         st.radio(
             "Amplitude object", list(OBJECTS), format_func=OBJECTS.get, key="sync_object",
@@ -369,10 +373,10 @@ def _known_properties(destination: str, obj: SyncObject) -> list[str]:
             f":material/info: Property names are typed: the destination's keys cannot be read ({exc})."
         )
         return []
-    if found.reason and ui.is_sandbox(project.endpoint):
-        st.caption(":material/info: Property names are typed: the sandbox keeps no list of properties.")
-    elif found.reason:
+    if found.reason:
         st.caption(f":material/info: Property names are typed, not picked: {found.reason}.")
+    elif not found.names:
+        st.caption(":material/info: Property names are typed: the project has no user properties yet.")
     else:
         st.caption(
             f":material/check_circle: Pick from the project's {len(found.names)} user properties, "
@@ -433,7 +437,8 @@ def _promote_section(name: str, destinations: list[str]) -> None:
     if not others:
         st.caption("Add another destination on the Destinations page to promote this sync to it.")
         return
-    target = st.selectbox("Promote to", others, key="sync_promote_to")
+    labels = catalog.health_labels(ws, Destination)
+    target = st.selectbox("Promote to", others, key="sync_promote_to", format_func=lambda n: labels.get(n, n))
     st.caption(
         "Previews the saved sync at that destination: a row it never sent there is new. Nothing is "
         f"saved or sent until you start it from the preview; what it sent to {current!r} stays as it was."
@@ -443,9 +448,10 @@ def _promote_section(name: str, destinations: list[str]) -> None:
 
 
 def _saved_actions(name: str) -> None:
-    st.page_link(
-        ui.PREVIEW, label=f"Preview {name!r}: see exactly what would change", icon=":material/preview:"
-    )
+    if st.button(
+        f"Preview {name!r}: see exactly what would change", key="sync_open_preview", icon=":material/preview:"
+    ):
+        ui.open_preview(name)  # the Preview page opens with it computed
     if st.button("Delete sync", key="sync_delete"):
         state.sync_confirm_delete = True
     if state.get("sync_confirm_delete"):

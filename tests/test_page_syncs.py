@@ -127,7 +127,9 @@ def test_build_a_sync_by_dragging_two_columns_and_naming_their_properties(app_en
     )  # fmt: skip
     assert at.selectbox(key="sync_pick").value == "ltv-sync"
     assert at.session_state["selected_sync"] == "ltv-sync"
-    assert [link.proto.page for link in at.get("page_link")] == ["preview"]
+    at.button(key="sync_open_preview").click().run()  # opens Preview with the preview computed
+    assert not at.exception and at.selectbox(key="preview_sync").value == "ltv-sync"
+    assert {m.label for m in at.metric} >= {"New", "Changed", "Rejected"}  # computed on arrival
 
 
 def test_auto_map_maps_every_column_but_the_key(app_env) -> None:
@@ -613,8 +615,12 @@ def captions(at: AppTest) -> str:
 
 def test_the_projects_user_properties_are_offered_when_its_keys_can_read_them(app_env) -> None:
     at = open_syncs(app_env, SavedModel("ltv", DEMO_WAREHOUSE, LTV.sql))
-    assert "Property names are typed" in captions(at)
-    assert "the sandbox keeps no list of properties" in captions(at)
+    # The sandbox answers the Taxonomy API from the profiles it holds: none yet.
+    assert "Property names are typed: the project has no user properties yet." in captions(at)
+    seen = [{"user_id": "alice-001", "user_properties": {"$set": {"tier": "gold"}}}]
+    app_env.sandbox.store._apply_identifications(seen)
+    later = open_syncs(app_env)  # a new session reads the list again
+    assert "Pick from the project's 1 user properties, or type a new name." in captions(later)
     with taxonomy(200, TAXONOMY) as (url, received):
         Workspace(app_env.home).save(
             Destination("Prod", Secret(SANDBOX_API_KEY), Secret(SANDBOX_SECRET_KEY), Region.US, url)

@@ -532,10 +532,20 @@ def test_a_client_that_resets_its_connection_prints_no_traceback(sb: Sandbox, ca
         with socket.create_connection((host, int(port))) as conn:
             conn.sendall(
                 f"POST /batch HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-                "Content-Length: 100000\r\n\r\n{\"api_key\": ".encode()
+                'Content-Length: 100000\r\n\r\n{"api_key": '.encode()
             )
             # SO_LINGER 0: close() sends a reset, as a killed client's kernel does.
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     assert requests.get(f"{sb.url}/health", timeout=5).status_code == 200
     time.sleep(0.2)  # let the handler threads meet the reset; nothing is waited for but their output
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_the_taxonomy_api_lists_the_user_properties_the_profiles_hold(sb: Sandbox) -> None:
+    url = f"{sb.url}/api/2/taxonomy/user-property"
+    assert requests.get(url, auth=(SANDBOX_API_KEY, "wrong"), timeout=5).status_code == 401
+    assert requests.get(url, auth=(SANDBOX_API_KEY, SANDBOX_SECRET_KEY), timeout=5).json()["data"] == []
+    items = [{"user_id": "alice-001", "user_properties": {"$set": {"plan": "pro", "seats": 3}}}]
+    assert post(sb, "/identify", items).status_code == 200
+    got = requests.get(url, auth=(SANDBOX_API_KEY, SANDBOX_SECRET_KEY), timeout=5).json()
+    assert got["success"] is True and [p["user_property"] for p in got["data"]] == ["plan", "seats"]
