@@ -111,8 +111,7 @@ def test_c_build_a_sync_by_dragging_two_columns_into_the_mapper(page: Page, app:
     page.locator(".st-key-sync_name input").press("Enter")
     wait_idle(page)
     page.locator(".st-key-sync_save button").click()
-    wait_idle(page)
-    page.wait_for_timeout(500)
+    expect(page.get_by_text("Saved the sync 'ltv-journey'.")).to_be_visible(timeout=20_000)
     sync = Workspace(app.home).get(SavedSync, "ltv-journey")
     assert sorted(m.column for m in sync.mappings) == ["lifetime_value", "plan"]
     assert sync.key == "user_id" and sync.model == "ltv"
