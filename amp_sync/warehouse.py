@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import glob as globlib
 import re
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -128,6 +129,15 @@ def _lock_duckdb(dbapi: Any, allowed: FilePermissions, database: str | None) -> 
     DuckDB shares one database instance between connections to the same file in a process: a
     second concurrent read finds the first one's locked settings, which are kept if they match.
     """
+    with _LOCKING:  # two connections of one process must not both find it unlocked
+        _lock_once(dbapi, allowed, database)
+
+
+# Held while a connection checks and locks its DuckDB instance's configuration.
+_LOCKING = threading.Lock()
+
+
+def _lock_once(dbapi: Any, allowed: FilePermissions, database: str | None) -> None:
     if _setting(dbapi, "lock_configuration"):
         if _setting(dbapi, "enable_external_access") or _granted(dbapi, database) != allowed:
             raise WarehouseError(

@@ -1,15 +1,12 @@
-"""Models: write SQL against a warehouse, see its first rows live, save it for syncs."""
+"""Models: write SQL against a warehouse, run it to see its first rows, save it for syncs."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import pandas as pd
 import streamlit as st
-from streamlit_ace import st_ace
 
 import ui
-from amp_sync import views, warehouse
+import ui_editor
+from amp_sync import warehouse
 from amp_sync.errors import AmpSyncError
 from amp_sync.templates import STARTER_MODELS, template
 from amp_sync.workspace import DEMO_WAREHOUSE, SavedModel, Warehouse
@@ -22,7 +19,7 @@ state = st.session_state
 
 
 def _load(name: str | None, sql: str, warehouse_name: str | None = None) -> None:
-    """Put a model (or a blank one) in the editor: a new editor key makes st_ace take the text."""
+    """Put a model (or a blank one) in the editor: a new editor key makes the editor take the text."""
     state.model_loaded = name
     state.model_name = name or ""
     state.model_text = sql
@@ -74,34 +71,32 @@ def _apply_pending(names: list[str], warehouses: list[str]) -> None:
 
 
 def _run(url: str, sql: str, read_files: tuple[str, ...]) -> None:
+    state.model_pending = True  # until the result is kept: a rerun may stop this one midway
     with st.spinner("Running the model…"):
         try:
             state.model_result = warehouse.sample(url, sql, limit=SAMPLE_ROWS, read_files=read_files)
         except AmpSyncError as exc:
             state.model_result = exc
-    state.model_ran = (url, sql)
+    state.model_ran, state.model_pending = (url, sql), False
 
 
-def _type_name(values: list[Any]) -> str:
-    return next((type(v).__name__ for v in values if v is not None), "empty")
+def _should_run(url: str, event: ui_editor.EditorEvent, run_clicked: bool) -> bool:
+    """Run on the Run button or Ctrl/Cmd+Enter; by itself only when a model was just loaded.
 
-
-def _show_result(result: warehouse.Sample | AmpSyncError | None) -> None:
-    if isinstance(result, AmpSyncError):
-        ui.show_error(result)
-    if not isinstance(result, warehouse.Sample):
-        return
-    shown = f"first {len(result.rows):,} shown" if result.row_count > len(result.rows) else "all shown"
-    st.markdown(f"Rows: {result.row_count:,} · {shown} · read in {result.seconds:.2f} s")
-    names = [f"{c} ({i})" if c in result.columns[:i] else c for i, c in enumerate(result.columns)]
-    grid, types = st.columns([4, 1])
-    grid.dataframe(pd.DataFrame(views.grid_rows(result.rows), columns=names), hide_index=True, height=320)
-    columns = list(zip(*result.rows, strict=True)) if result.rows else [[] for _ in names]
-    types.dataframe(
-        pd.DataFrame({"column": names, "type": [_type_name(list(v)) for v in columns]}),
-        hide_index=True,
-        height=320,
-    )
+    Pressing Run takes the focus from the editor, which then sends its text: that rerun can cut
+    the Run button's rerun short (then the run is still pending) or come just after it (then the
+    text it sends is what Run meant).
+    """
+    fresh = event.event_id != state.get("model_event")
+    state.model_event = event.event_id
+    follows_run = state.pop("model_follow", None) not in (None, event.text) and fresh and event.blurred
+    if run_clicked:
+        state.model_follow = event.text
+    ran = state.get("model_ran")
+    untouched = event.text == state.model_text  # as loaded from a saved model or a template
+    moved = ran is not None and ran[0] != url  # the shown rows came from another warehouse
+    asked = run_clicked or (event.submitted and fresh) or follows_run or state.get("model_pending", False)
+    return asked or ((untouched or moved) and ran != (url, event.text))
 
 
 def _save(name: str, warehouse_name: str, sql: str) -> None:
@@ -125,7 +120,7 @@ if ws is None or warehouses is None:
     st.stop()
 if not warehouses:
     st.info("Add a warehouse first: models run against one.")
-    st.page_link(ui.WAREHOUSES, label="Go to Warehouses", icon="🗄️")
+    st.page_link(ui.WAREHOUSES, label="Go to Warehouses", icon=":material/storage:")
     st.stop()
 models = ws.names(SavedModel)
 _apply_pending(models, warehouses)
@@ -154,28 +149,25 @@ with st.expander("Start from a template", expanded=not models):
     b_col.button("Load into the editor", key="model_load_template", on_click=_on_template)
     st.caption(template(chosen).description + " Written for the demo warehouse.")
 
-sql = st_ace(
-    value=state.model_text,
-    placeholder="select user_id, plan from users",
-    language="sql",
-    theme="chrome",
-    show_gutter=True,
-    min_lines=10,
-    key=f"model_sql_{state.model_ver}",
+event = ui_editor.sql_editor(
+    state.model_text, key=f"model_sql_{state.model_ver}", words=ui_editor.completions(url)
 )
+sql = event.text
 st.caption(
-    "Ctrl/Cmd+Enter runs (or press APPLY in the editor's corner): until then the page has not "
-    "seen your changes. Only SELECT and WITH queries are allowed."
+    "Run (or Ctrl/Cmd+Enter in the editor) runs what the editor holds. Tab takes a suggestion; "
+    "Enter starts a new line. Only SELECT and WITH queries are allowed."
 )
-run_clicked = st.button("Run", key="model_run", type="primary")
-if sql.strip() and (run_clicked or state.get("model_ran") != (url, sql)):
+run_clicked = st.button("Run", key="model_run", type="primary", icon=":material/play_arrow:")
+asked = _should_run(url, event, run_clicked)
+if sql.strip() and asked:
     _run(url, sql, read_files)
 elif not sql.strip():
     state.model_result = None
     state.model_ran = None
+    state.model_pending = False
     if run_clicked:
-        st.warning("The editor is empty: write a SELECT query, then press Ctrl/Cmd+Enter.")
-_show_result(state.get("model_result"))
+        st.warning("The editor is empty: write a SELECT query, then press Run.")
+ui_editor.show_result(state.get("model_result"))
 
 st.subheader("Save")
 if flash := state.pop("model_flash", None):

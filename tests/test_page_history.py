@@ -213,8 +213,7 @@ def test_a_sync_run_from_a_file_shows_in_history_beside_the_apps(app_env: AppEnv
     runner.run(ws.sync_config(SYNC), app_env.home)
     url = Workspace(app_env.home).get(Warehouse, DEMO_WAREHOUSE).url.reveal()
     sql = (
-        "select user_id, plan_id as plan, 1 as ltv from users "
-        "where user_id between 'u_000100' and 'u_000104'"
+        "select user_id, plan_id as plan, 1 as ltv from users where user_id between 'u_000100' and 'u_000104'"
     )
     path = tmp_path / "cli.toml"
     path.write_text(sync_file_text(url, app_env.sandbox.url, sql=sql, name="from-a-file"), encoding="utf-8")

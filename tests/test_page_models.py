@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
+import ui_editor
 from amp_sync.config import SyncObject
 from amp_sync.templates import template
 from amp_sync.workspace import DEMO_WAREHOUSE, SavedModel, SavedSync, Workspace
@@ -21,15 +23,30 @@ def open_models() -> AppTest:
     return at
 
 
-def ace_key(at: AppTest) -> str:
+def editor_key(at: AppTest) -> str:
     """The SQL editor's current key (it changes whenever a model or template is loaded)."""
-    return next(e.key for e in at.get("component_instance") if "ace" in e.proto.component_name)
+    return next(e.key for e in at.get("component_instance") if "code_editor" in e.proto.component_name)
+
+
+def editor_args(at: AppTest) -> dict:
+    """What the page handed the SQL editor (its text is under "code")."""
+    editor = next(e for e in at.get("component_instance") if e.key == editor_key(at))
+    return json.loads(editor.proto.json_args)
+
+
+def type_sql(at: AppTest, sql: str, kind: str = "blur") -> AppTest:
+    """What the browser's editor sends: its text on a pause in typing, on blur or on Ctrl/Cmd+Enter."""
+    sent = at.session_state["sent"] + 1 if "sent" in at.session_state else 1
+    at.session_state["sent"] = sent
+    at.session_state[editor_key(at)] = {"id": f"e{sent}", "type": kind, "text": sql, "lang": "sql"}
+    at.run()
+    assert not at.exception
+    return at
 
 
 def run_sql(at: AppTest, sql: str) -> AppTest:
-    """What Ctrl/Cmd+Enter does in the browser: the editor sends its text, the page reruns."""
-    at.session_state[ace_key(at)] = sql
-    at.run()
+    """Type `sql` into the editor, then press Run, as a person does."""
+    type_sql(at, sql).button(key="model_run").click().run()
     assert not at.exception
     return at
 
@@ -50,7 +67,7 @@ def test_a_fresh_workspace_opens_on_an_empty_editor_over_the_demo_warehouse(app_
     assert at.selectbox(key="model_warehouse").value == DEMO_WAREHOUSE
     assert at.selectbox(key="model_pick").value == "New model"
     assert not at.dataframe and not at.error
-    assert "Ctrl/Cmd+Enter runs" in " ".join(c.value for c in at.caption)
+    assert "Ctrl/Cmd+Enter in the editor) runs" in " ".join(c.value for c in at.caption)
 
 
 def test_a_starter_template_runs_and_shows_every_row_counted(app_env) -> None:
@@ -58,7 +75,7 @@ def test_a_starter_template_runs_and_shows_every_row_counted(app_env) -> None:
     at.selectbox(key="model_template").select("lifetime_value")
     at.button(key="model_load_template").click().run()
     assert not at.exception
-    assert "Rows: 12,007" in texts(at)
+    assert "Rows: 12,007 · first 200 shown" in texts(at)
     grid = at.dataframe[0].value
     assert list(grid.columns)[:3] == ["user_id", "lifetime_value", "payment_count"]
     assert len(grid) == 200
@@ -67,12 +84,74 @@ def test_a_starter_template_runs_and_shows_every_row_counted(app_env) -> None:
     assert at.text_input(key="model_name").value == "lifetime_value"
 
 
-def test_the_editor_text_runs_when_sent_and_again_on_run(app_env) -> None:
-    at = run_sql(open_models(), "select 42 as answer")
-    assert "Rows: 1 · all shown" in texts(at)
-    assert at.dataframe[0].value["answer"].tolist() == [42]
+def test_typed_text_runs_on_run_and_again_on_each_press(app_env) -> None:
+    at = type_sql(open_models(), "select 42 as answer")
+    assert not at.dataframe  # typing alone runs nothing
     at.button(key="model_run").click().run()
-    assert not at.exception and at.dataframe[0].value["answer"].tolist() == [42]
+    assert "Rows: 1 · all 1 shown" in texts(at)
+    assert at.dataframe[0].value["answer"].tolist() == [42]
+    type_sql(at, "select 43 as answer", kind="change")
+    assert at.dataframe[0].value["answer"].tolist() == [42]  # the rows of the last run stay
+    at.button(key="model_run").click().run()
+    assert not at.exception and at.dataframe[0].value["answer"].tolist() == [43]
+
+
+def test_ctrl_enter_in_the_editor_runs(app_env) -> None:
+    at = type_sql(open_models(), "select 7 as seven", kind="submit")
+    assert at.dataframe[0].value["seven"].tolist() == [7]
+
+
+def test_text_sent_as_run_is_pressed_is_what_runs(app_env) -> None:
+    """Pressing Run takes the focus from the editor, and its text may reach the page just after."""
+    at = type_sql(open_models(), "select 1 as old", kind="change")
+    at.button(key="model_run").click().run()
+    type_sql(at, "select 2 as new")  # the blur that came with the press
+    assert at.dataframe[0].value["new"].tolist() == [2]
+    type_sql(at, "select 3 as later", kind="change")
+    assert at.dataframe[0].value["new"].tolist() == [2]  # later typing does not run
+
+
+def test_text_sent_just_after_run_on_a_fresh_editor_runs(app_env) -> None:
+    at = open_models()
+    at.button(key="model_run").click().run()  # the press reached the page before the text
+    type_sql(at, "select 5 as five")
+    assert at.dataframe[0].value["five"].tolist() == [5] and not at.warning
+
+
+def test_run_on_an_empty_editor_says_so(app_env) -> None:
+    at = open_models()
+    at.button(key="model_run").click().run()
+    assert "The editor is empty" in at.warning[0].value
+
+
+@pytest.mark.parametrize(
+    ("sql", "words"),
+    [
+        ("select user_id from users limit 3", "Rows: 3 · all 3 shown"),
+        ("select user_id from users where false", "Rows: 0 · all 0 shown"),
+        ("select user_id from users", "Rows: 12,007 · first 200 shown"),
+    ],
+)
+def test_the_grid_says_how_many_rows_it_shows(app_env, sql: str, words: str) -> None:
+    at = run_sql(open_models(), sql)
+    assert words in texts(at)
+    assert len(at.dataframe[0].value) == min(int(words.split()[1].replace(",", "")), 200)
+
+
+@pytest.mark.parametrize(
+    ("rows", "height"),
+    [(0, 72), (1, 72), (3, 142), (8, 317), (9, 320), (200, 320)],
+)
+def test_a_short_grid_is_as_tall_as_its_rows_and_a_long_one_scrolls(rows: int, height: int) -> None:
+    assert ui_editor.grid_height(rows) == height
+    if rows and height < ui_editor.GRID_MAX_HEIGHT:  # every row and the header fit
+        assert height >= ui_editor.GRID_ROW_HEIGHT * (rows + 1)
+
+
+def test_the_warehouse_schema_is_offered_as_completions(app_env) -> None:
+    at = open_models()
+    words = {(w["value"], w["meta"]) for w in editor_args(at)["completions"]}
+    assert {("users", "table"), ("user_id", "varchar"), ("devices", "table")} <= words
 
 
 def test_a_syntax_error_is_shown_in_the_databases_words(app_env) -> None:
@@ -129,8 +208,7 @@ def test_a_saved_model_loads_into_the_editor_and_runs(app_env) -> None:
     at.run()
     at.selectbox(key="model_pick").select("trials").run()
     assert not at.exception
-    editor = next(e for e in at.get("component_instance") if e.key == ace_key(at))
-    assert json.loads(editor.proto.json_args)["defaultValue"] == starter.sql
+    assert editor_args(at)["code"] == starter.sql
     assert "Rows: 12,007" in texts(at)
     assert list(at.dataframe[0].value.columns) == ["user_id", "trial_end_date", "trial_days_left"]
 
@@ -141,8 +219,7 @@ def test_unsaved_work_survives_a_visit_to_another_page(app_env) -> None:
     at.switch_page("app_pages/home.py").run()
     at.switch_page("app_pages/models.py").run()
     assert not at.exception
-    editor = next(e for e in at.get("component_instance") if e.key == ace_key(at))
-    assert json.loads(editor.proto.json_args)["defaultValue"] == "select 7 as seven"
+    assert editor_args(at)["code"] == "select 7 as seven"
     assert at.text_input(key="model_name").value == "sevens"
     assert at.dataframe[0].value["seven"].tolist() == [7]
 

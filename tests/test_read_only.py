@@ -378,3 +378,15 @@ def test_read_files_must_be_a_list_of_paths(tmp_path, home, capsys) -> None:
     path = sync_file(tmp_path, "duckdb:///:memory:", "http://127.0.0.1:9", USERS, 'read_files = "data.csv"')
     assert main(["preview", str(path)]) == 2
     assert "[source].read_files must be a list of paths" in capsys.readouterr().err
+
+
+def test_concurrent_reads_of_one_duckdb_file_all_lock_it_and_all_succeed(users_duckdb) -> None:
+    """DuckDB shares one instance per file in a process: readers racing to lock it must not clash."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def read(_: int) -> list[tuple]:
+        return sample(users_duckdb, "select user_id from users order by user_id").rows
+
+    for _ in range(5):
+        with ThreadPoolExecutor(8) as pool:
+            assert all(rows == [("alice-001",), ("bobby-002",)] for rows in pool.map(read, range(16)))

@@ -34,7 +34,7 @@ def test_a_create_a_destination_and_connect_it_to_the_sandbox(page: Page, app: A
 
 def _ace_frame(page: Page, key_prefix: str):  # type: ignore[no-untyped-def]
     page.wait_for_selector(f'[class*="st-key-{key_prefix}"] iframe')
-    return next(f for f in page.frames if "streamlit_ace" in f.url)
+    return next(f for f in page.frames if "code_editor" in f.url)
 
 
 def drag(page: Page, src, dst, steps: int = 12) -> None:  # type: ignore[no-untyped-def]
