@@ -593,8 +593,10 @@ class Workspace:
         found = Warehouse(f"{config.model.name} warehouse", url, config.source.read_files)
         warehouse = with_absolute_path(found, Path.cwd())
         warehouse = replace(warehouse, name=self._warehouse_with(warehouse.url.reveal()) or warehouse.name)
+        # The same Amplitude project and key already saved under another name: that one is used.
+        destination = replace(destination, name=self._destination_like(destination) or destination.name)
         sync = SavedSync(
-            config.sync.name, config.model.name, config.destination.name, config.sync.object,
+            config.sync.name, config.model.name, destination.name, config.sync.object,
             config.sync.key, config.sync.mappings, config.sync.user_key, config.sync.options,
         )  # fmt: skip
         problems = self._problems(self._read(), _KINDS[SavedSync], sync, sync.name)
@@ -605,6 +607,21 @@ class Workspace:
         self.save(warehouse, previous_name=warehouse.name)
         self.save(model, previous_name=model.name)
         return self.save(sync, previous_name=sync.name)
+
+    def _destination_like(self, wanted: Destination) -> str | None:
+        """The saved destination with `wanted`'s region, endpoint and API key as saved, if any."""
+        for name, record in _by_name(self._read()[_KINDS[Destination].section]):
+            place = (record.get("region"), record.get("endpoint"))
+            if place != (str(wanted.region), wanted.endpoint) or name == wanted.name:
+                continue
+            stored = _stored_in(record.get("api_key", ""))
+            try:
+                saved = stored if isinstance(stored, str) else self.vault.get(stored)
+            except StateError:
+                continue  # unreadable now: not one to share
+            if saved == wanted.api_key.reveal():
+                return name
+        return None
 
     def _warehouse_with(self, template: str) -> str | None:
         """The saved warehouse whose URL was saved as `template`, if any."""

@@ -6,7 +6,7 @@ import streamlit as st
 
 import ui
 import ui_editor
-from amp_sync import warehouse
+from amp_sync import catalog, warehouse
 from amp_sync.errors import AmpSyncError
 from amp_sync.templates import STARTER_MODELS, template
 from amp_sync.workspace import DEMO_WAREHOUSE, SavedModel, Warehouse
@@ -67,7 +67,9 @@ def _apply_pending(names: list[str], warehouses: list[str]) -> None:
         state.model_pick = NEW
         state.model_loaded = None
     if state.get("model_warehouse") not in warehouses:
-        state.model_warehouse = DEMO_WAREHOUSE if DEMO_WAREHOUSE in warehouses else warehouses[0]
+        # Never a warehouse whose last check failed, while another one works.
+        chosen = catalog.default_choice(ws, Warehouse, warehouses, preferred=DEMO_WAREHOUSE)
+        state.model_warehouse = chosen or warehouses[0]
 
 
 def _run(url: str, sql: str, read_files: tuple[str, ...]) -> None:
@@ -131,7 +133,10 @@ state.setdefault("model_name", "")
 
 pick_col, wh_col = st.columns(2)
 pick_col.selectbox("Model", [NEW, *models], key="model_pick", on_change=_on_pick)
-wh_name = wh_col.selectbox("Warehouse", warehouses, key="model_warehouse")
+wh_labels = catalog.health_labels(ws, Warehouse)
+wh_name = wh_col.selectbox(
+    "Warehouse", warehouses, key="model_warehouse", format_func=lambda n: wh_labels.get(n, n)
+)
 chosen_warehouse = ui.attempt(lambda: ws.get(Warehouse, wh_name))
 if chosen_warehouse is None:
     st.stop()  # ui.attempt said why: a ${VAR} in its URL is not set

@@ -13,7 +13,7 @@ from amp_sync.secret import Secret
 from amp_sync.workspace import DEMO_WAREHOUSE, SANDBOX_DESTINATION, SavedModel, SavedSync, Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
-DONE, NOT_DONE = "✅ done", "⬜ not done yet"
+DONE, NOT_DONE = ":material/check_circle: done", ":material/radio_button_unchecked: not done yet"
 
 
 def open_home() -> AppTest:

@@ -530,3 +530,20 @@ def test_a_check_the_file_cannot_read_counts_as_never_checked(tmp_path) -> None:
     data["warehouses"]["wh"]["last_check"] = {"ok": True, "at": "yesterday"}
     ws.path.write_text(json.dumps(data))
     assert ws.checks(Warehouse) == {"wh": None}
+
+
+def test_importing_reuses_a_saved_destination_of_the_same_project_and_key(tmp_path) -> None:
+    ws = open_ws(tmp_path / "home")
+    ws.save(Destination("Prod (saved)", Secret("${AMPLITUDE_API_KEY}"), None, Region.EU, None))
+    text = (
+        '[source]\nurl = "duckdb:///:memory:"\n'
+        '[destination]\nname = "Amplitude prod"\napi_key = "${AMPLITUDE_API_KEY}"\nregion = "eu"\n'
+        '[model]\nname = "m"\nsql = "select 1"\n'
+        '[sync]\nname = "s"\nobject = "user"\nkey = "user_id"\n'
+        '[[sync.mappings]]\ncolumn = "plan"\nproperty = "plan"\n'
+    )
+    saved = ws.import_sync(text, env={})
+    assert saved.destination == "Prod (saved)" and ws.names(Destination) == ["Prod (saved)"]
+    in_the_us = text.replace('region = "eu"', 'region = "us"').replace('"s"', '"t"')
+    other_region = ws.import_sync(in_the_us, env={})
+    assert other_region.destination == "Amplitude prod"
