@@ -145,8 +145,8 @@ def render_checklist(ws: Workspace) -> None:
         with st.container(
             border=True, horizontal=True, vertical_alignment="center", key=f"home_step_{step.kind}"
         ):
-            done = f":green[:material/check_circle: done · {step.count} saved]"
-            status = done if step.done else ":gray[:material/radio_button_unchecked: not done yet]"
+            done = f":material/check_circle: done · {step.count} saved"
+            status = done if step.done else ":material/radio_button_unchecked: not done yet"
             st.markdown(f"**{number}. {title}** — {status}")
             st.page_link(page, label=f"Open {label}", icon=":material/arrow_forward:")
 

@@ -49,18 +49,25 @@ def drag(page: Page, src, dst, steps: int = 12) -> None:  # type: ignore[no-unty
     page.mouse.up()
 
 
+# An element of the page as it is now, not the copy a rerun leaves behind until it ends.
+LIVE = ':not([data-stale="true"])'
+
+
 def drag_into(page: Page, frame, column: str, target, tries: int = 3) -> None:  # type: ignore[no-untyped-def]
     """Drag a column card into a slot and wait until it is there, as a person would look.
 
     Under load the page may still be settling from the previous drop when the mouse goes down;
     a person whose card snapped back drags it again, and so does this.
     """
+    rows = page.locator(f'{LIVE}[class*="st-key-sync_fields_list"] [class*="st-key-sync_map_prop_"] input')
     for _ in range(tries):
         wait_idle(page)
+        before = rows.count()
         try:  # the component's frame may be redrawn under the mouse: then look and drag again
             drag(page, frame.locator(".sortable-item", has_text=column).first, target)
             wait_idle(page)
-            expect(target.locator(".sortable-item", has_text=column)).to_be_visible(timeout=5_000)
+            # Landed when the page has one more mapping row, as a person sees it under the board.
+            expect(rows).to_have_count(before + 1, timeout=8_000)
             return
         except (AssertionError, PlaywrightError):
             continue
@@ -99,7 +106,7 @@ def test_c_build_a_sync_by_dragging_two_columns_into_the_mapper(page: Page, app:
         ws.save(SavedModel("ltv", DEMO_WAREHOUSE, template("lifetime_value").sql))
     open_page(page, app, "syncs")
     choose(page, "sync_model", "ltv")
-    frame = page.frame_locator('[class*="st-key-mapper_"] iframe').first
+    frame = page.frame_locator(f'[class*="st-key-mapper_"]{LIVE} iframe').first
     target = frame.locator(".sortable-container").nth(1)
     expect(frame.locator(".sortable-item", has_text="plan")).to_be_visible(timeout=30_000)
     for column in ("plan", "lifetime_value"):

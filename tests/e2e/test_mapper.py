@@ -6,7 +6,8 @@ from e2e_support import ARTIFACTS, App, choose, open_page, wait_idle
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import FrameLocator, Locator, Page, expect
 
-BOARD = '[class*="st-key-mapper_"] iframe[data-testid="stCustomComponentV1"]'
+# The board as it is now, not the copy a rerun leaves behind (marked stale) until it ends.
+BOARD = '[class*="st-key-mapper_"]:not([data-stale="true"]) iframe[data-testid="stCustomComponentV1"]'
 
 
 def board(page: Page) -> FrameLocator:
@@ -50,6 +51,8 @@ def test_drag_a_column_in_rename_it_in_place_leave_and_save(page: Page, app: App
     from amp_sync.templates import template
     from amp_sync.workspace import DEMO_WAREHOUSE, SavedModel, SavedSync, Workspace
 
+    # Profiles sent by earlier journeys would make the property a pick list of theirs: start empty.
+    app.sandbox.store.reset()
     open_page(page, app)  # the first visit creates the demo warehouse
     ws = Workspace(app.home)
     if "ltv" not in ws.names(SavedModel):
