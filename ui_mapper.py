@@ -29,14 +29,14 @@ BOARD_STYLE = """
   display: flex; flex-direction: column; }
 .sortable-component.vertical .sortable-container { background: #fff; border: 1px solid rgba(49, 51, 63, 0.2);
   border-radius: 0.5rem; padding: 0.5rem; margin: 0; }
-.sortable-component.vertical .sortable-container + .sortable-container { border: 1px dashed #ff4b4b; }
+.sortable-component.vertical .sortable-container + .sortable-container { border: 1px dashed #1e61f0; }
 .sortable-container-header { background: transparent; color: rgba(49, 51, 63, 0.6); font-size: 0.85rem;
   font-weight: 600; padding: 0 0.25rem 0.35rem; }
 .sortable-container-body { background: transparent; min-height: 2.5rem; }
 .sortable-item, .sortable-item:hover { background: #f0f2f6; color: #31333f; border: 1px solid transparent;
   border-radius: 0.5rem; font-size: 0.9rem; height: auto; padding: 0.3rem 0.6rem; margin: 0.2rem 0;
   text-align: left; cursor: grab; }
-.sortable-item:hover { border-color: #ff4b4b; }
+.sortable-item:hover { border-color: #1e61f0; }
 .sortable-item::before { content: "⠿"; color: rgba(49, 51, 63, 0.4); margin-right: 0.45rem; }
 """
 state = st.session_state
