@@ -140,8 +140,6 @@ def preview(
     resent them; stale ones the user has not decided about hold their keys, as in a run.
     With `every_change` the plan's sample holds every field-level change, not the first few thousand.
     """
-    if every_change:
-        chunk_rows = unclipped_chunk(config, chunk_rows)
     started = time.monotonic()
     ref = DestinationRef.of(config.destination)
     store = StateStore.open_read_only(home, config.sync.name, ref)
@@ -312,10 +310,17 @@ def _run_plan(
     report: Report,
 ) -> Plan:
     """A run's plan: of every row, or of the chosen keys' rows only (a test send)."""
-    chunk_rows = unclipped_chunk(config, options.chunk_rows) if options.every_change else options.chunk_rows
     keys = KeyFilter(options.keys) if options.keys is not None else None
     plan = _plan(
-        config, store, held, outbox, chunk_rows, progress, started, keys=keys, every=options.every_change
+        config,
+        store,
+        held,
+        outbox,
+        options.chunk_rows,
+        progress,
+        started,
+        keys=keys,
+        every=options.every_change,
     )
     if keys is not None:
         report.not_found = sorted(keys.keys - keys.seen)
@@ -362,6 +367,7 @@ def _plan(
     sample after each chunk (chunks small enough, see unclipped_chunk, that none is cut).
     """
     url, files = config.source.url.reveal(), config.source.read_files
+    chunk_rows = unclipped_chunk(config, chunk_rows) if every else chunk_rows
     with read_model(url, config.model.sql, chunk_rows, read_files=files) as stream:
         problems = config.missing_columns(stream.columns)
         if problems:
