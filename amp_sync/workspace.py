@@ -614,26 +614,24 @@ class Workspace:
             place = (record.get("region"), record.get("endpoint"))
             if place != (str(wanted.region), wanted.endpoint) or name == wanted.name:
                 continue
-            stored = _stored_in(record.get("api_key", ""))
-            try:
-                saved = stored if isinstance(stored, str) else self.vault.get(stored)
-            except StateError:
-                continue  # unreadable now: not one to share
-            if saved == wanted.api_key.reveal():
+            if self._saved_template(record, "api_key") == wanted.api_key.reveal():
                 return name
         return None
 
     def _warehouse_with(self, template: str) -> str | None:
         """The saved warehouse whose URL was saved as `template`, if any."""
         for name, record in _by_name(self._read()[_KINDS[Warehouse].section]):
-            stored = _stored_in(record.get("url", ""))
-            try:
-                saved = stored if isinstance(stored, str) else self.vault.get(stored)
-            except StateError:
-                continue  # unreadable now: not one to share
-            if saved == template:
+            if self._saved_template(record, "url") == template:
                 return name
         return None
+
+    def _saved_template(self, record: dict[str, Any], key: str) -> str | None:
+        """A secret of `record` as it was saved (in place or in the vault); None when unreadable now."""
+        stored = _stored_in(record.get(key, ""))
+        try:
+            return stored if isinstance(stored, str) else self.vault.get(stored)
+        except StateError:
+            return None
 
     def make_paths_absolute(self, base: Path) -> int:
         """Make saved warehouses' relative file paths absolute against `base`; how many changed."""
