@@ -13,8 +13,11 @@ from typing import Any, TypeVar
 import streamlit as st
 
 from amp_sync import sandbox
+from amp_sync.catalog import ConnectionCheck
+from amp_sync.credentials import KeyCheck
 from amp_sync.demo import DEFAULT_DEMO_PATH, demo_url, ensure_demo_warehouse
 from amp_sync.errors import AmpSyncError, ConfigError
+from amp_sync.health import Check
 from amp_sync.home import adopt_legacy, home_dir
 from amp_sync.runner import Progress, Report
 from amp_sync.views import ProgressText
@@ -253,3 +256,24 @@ div[class*="st-key-history_revert_confirm"] button {
 def style() -> None:
     """The app's few style rules, once per page run."""
     st.html(DESTRUCTIVE_CSS)
+
+
+Verdict = TypeVar("Verdict", KeyCheck, ConnectionCheck)
+
+
+def check_saved(
+    ws: Workspace, kind: type, name: str, check: Callable[[Any], Verdict], verdict: type[Verdict], busy: str
+) -> Verdict:
+    """Check the saved `kind` named `name` and keep the verdict as its last check.
+
+    An object whose secrets cannot be read now gets that reason as its (failed) verdict.
+    """
+    try:
+        item = ws.get(kind, name)
+    except AmpSyncError as exc:
+        result = verdict(False, str(exc))
+    else:
+        with st.spinner(busy):
+            result = check(item)
+    ws.record_check(kind, name, Check(result.ok, result.message, time.time()))
+    return result

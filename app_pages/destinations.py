@@ -65,19 +65,8 @@ def api_key(ws: Workspace, name: str) -> str | None:
 
 
 def checked(ws: Workspace, name: str) -> KeyCheck:
-    """Check the saved destination's keys and keep the verdict as its last check.
-
-    A key that cannot be read now is said as the verdict.
-    """
-    try:
-        destination = ws.get(Destination, name)
-    except AmpSyncError as exc:
-        check = KeyCheck(False, str(exc))
-    else:
-        with st.spinner(f"Checking the keys of “{name}”…"):
-            check = check_keys(destination)
-    ws.record_check(Destination, name, Check(check.ok, check.message, time.time()))
-    return check
+    """Check the saved destination's keys and keep the verdict as its last check."""
+    return ui.check_saved(ws, Destination, name, check_keys, KeyCheck, f"Checking the keys of “{name}”…")
 
 
 def kept_words(ws: Workspace, name: str) -> list[str]:

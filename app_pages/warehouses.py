@@ -19,7 +19,6 @@ from amp_sync.catalog import (
     warehouse_from_form,
     widget_ids,
 )
-from amp_sync.errors import AmpSyncError
 from amp_sync.health import Check
 from amp_sync.workspace import DEMO_WAREHOUSE, Warehouse, Workspace, origin, shown_url
 
@@ -40,16 +39,11 @@ def show_check(check: ConnectionCheck) -> None:
 
 
 def tested(ws: Workspace, name: str) -> ConnectionCheck:
-    """Test the saved warehouse and keep the verdict as its last check; an unreadable URL is the verdict."""
-    try:
-        url = ws.get(Warehouse, name).url.reveal()
-    except AmpSyncError as exc:
-        check = ConnectionCheck(False, str(exc))
-    else:
-        with st.spinner(f"Connecting to “{name}”…"):
-            check = check_connection(url)
-    ws.record_check(Warehouse, name, Check(check.ok, check.message, time.time()))
-    return check
+    """Test the saved warehouse and keep the verdict as its last check."""
+    return ui.check_saved(
+        ws, Warehouse, name, lambda w: check_connection(w.url.reveal()), ConnectionCheck,
+        f"Connecting to “{name}”…",
+    )  # fmt: skip
 
 
 def end_editing() -> None:
