@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from support import AppEnv
 from test_page_preview import (
@@ -53,6 +55,12 @@ def test_runs_counts_chart_and_rejected_rows(app_env: AppEnv) -> None:
     assert list(runs["Unchanged"]) == [11_999, 0]
     assert list(runs["Rejected"]) == [8, 8]
     assert list(runs["Status"]) == ["ok", "ok"]
+    # The counts show as the metrics do, 11,999 and not 11999: a thousands-separated format.
+    grid = next(df for df in at.dataframe if "Sent" in df.value.columns)
+    formats = {
+        name: c.get("type_config", {}).get("format") for name, c in json.loads(grid.proto.columns).items()
+    }
+    assert all(formats[name] == "localized" for name in ("Sent", "New", "Unchanged", "Rejected"))
     assert at.get("vega_lite_chart")
 
     older = [o for o in at.selectbox(key="history_run").options if f"run {first.run_id} " in o]
