@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from e2e_support import App, choose, choose_settled, open_page, screenshot, wait_idle
-from playwright.sync_api import Error as PlaywrightError
+from e2e_support import (
+    App,
+    board,
+    choose,
+    choose_settled,
+    drag_into_mapping,
+    open_page,
+    screenshot,
+    wait_idle,
+)
 from playwright.sync_api import Page, expect
 
 
@@ -35,43 +43,6 @@ def test_a_create_a_destination_and_connect_it_to_the_sandbox(page: Page, app: A
 def _ace_frame(page: Page, key_prefix: str):  # type: ignore[no-untyped-def]
     page.wait_for_selector(f'[class*="st-key-{key_prefix}"] iframe')
     return next(f for f in page.frames if "code_editor" in f.url)
-
-
-def drag(page: Page, src, dst, steps: int = 12) -> None:  # type: ignore[no-untyped-def]
-    """A stepped mouse drag: dnd-kit (streamlit-sortables) ignores Playwright's drag_to."""
-    src.scroll_into_view_if_needed()  # mouse events only land inside the viewport
-    sb, db = src.bounding_box(), dst.bounding_box()
-    x0, y0 = sb["x"] + sb["width"] / 2, sb["y"] + sb["height"] / 2
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    page.mouse.move(x0 + 5, y0 + 5)
-    page.mouse.move(db["x"] + db["width"] / 2, db["y"] + db["height"] / 2, steps=steps)
-    page.mouse.up()
-
-
-# An element of the page as it is now, not the copy a rerun leaves behind until it ends.
-LIVE = ':not([data-stale="true"])'
-
-
-def drag_into(page: Page, frame, column: str, target, tries: int = 3) -> None:  # type: ignore[no-untyped-def]
-    """Drag a column card into a slot and wait until it is there, as a person would look.
-
-    Under load the page may still be settling from the previous drop when the mouse goes down;
-    a person whose card snapped back drags it again, and so does this.
-    """
-    rows = page.locator(f'{LIVE}[class*="st-key-sync_fields_list"] [class*="st-key-sync_map_prop_"] input')
-    for _ in range(tries):
-        wait_idle(page)
-        before = rows.count()
-        try:  # the component's frame may be redrawn under the mouse: then look and drag again
-            drag(page, frame.locator(".sortable-item", has_text=column).first, target)
-            wait_idle(page)
-            # Landed when the page has one more mapping row, as a person sees it under the board.
-            expect(rows).to_have_count(before + 1, timeout=8_000)
-            return
-        except (AssertionError, PlaywrightError):
-            continue
-    raise AssertionError(f"the {column!r} card never landed in the slot")
 
 
 def test_b_write_sql_run_it_see_the_rows_and_save_the_model(page: Page, app: App) -> None:
@@ -106,11 +77,9 @@ def test_c_build_a_sync_by_dragging_two_columns_into_the_mapper(page: Page, app:
         ws.save(SavedModel("ltv", DEMO_WAREHOUSE, template("lifetime_value").sql))
     open_page(page, app, "syncs")
     choose(page, "sync_model", "ltv")
-    frame = page.frame_locator(f'[class*="st-key-mapper_"]{LIVE} iframe').first
-    target = frame.locator(".sortable-container").nth(1)
-    expect(frame.locator(".sortable-item", has_text="plan")).to_be_visible(timeout=30_000)
+    expect(board(page).locator(".sortable-item", has_text="plan")).to_be_visible(timeout=30_000)
     for column in ("plan", "lifetime_value"):
-        drag_into(page, frame, column, target)
+        drag_into_mapping(page, column)
     wait_idle(page)  # a redrawn table leaves its old copy behind, marked stale, until the rerun ends
     fields = page.locator('[class*="st-key-sync_fields_"]:not([data-stale="true"])').first
     expect(fields).to_be_visible(timeout=20_000)
