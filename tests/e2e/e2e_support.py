@@ -96,14 +96,17 @@ def settled_box(page: Page, element: Locator, tries: int = 20) -> dict[str, floa
 
 def mouse_drag(page: Page, src: Locator, dst: Locator, steps: int = 15) -> None:
     """Press on the card, move in steps as a hand does (dnd-kit ignores a jump), rest, release over dst."""
-    src.scroll_into_view_if_needed()  # mouse events only land inside the viewport
+    # Mouse events only land inside the viewport: bring the list (below the cards) into view too.
+    src.scroll_into_view_if_needed()
+    dst.scroll_into_view_if_needed()
     sb = settled_box(page, src)
     x0, y0 = sb["x"] + sb["width"] / 2, sb["y"] + sb["height"] / 2
     page.mouse.move(x0, y0)
     page.mouse.down()
     page.mouse.move(x0 + 6, y0 + 6, steps=3)  # past dnd-kit's activation distance
     db = settled_box(page, dst)
-    page.mouse.move(db["x"] + db["width"] / 2, db["y"] + db["height"] - 12, steps=steps)
+    height = (page.viewport_size or {"height": 720})["height"]
+    page.mouse.move(db["x"] + db["width"] / 2, min(db["y"] + db["height"] - 12, height - 8), steps=steps)
     page.wait_for_timeout(150)  # let the list open a gap under the card, as it does for a hand
     page.mouse.up()
 
@@ -128,5 +131,4 @@ def drag_into_mapping(page: Page, column: str, tries: int = 4) -> None:
             return
         except (AssertionError, Error):
             page.mouse.up()  # a drag cut short by a redraw must not leave the button held
-            continue
     raise AssertionError(f"the {column!r} card never landed in the mapped list")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from e2e_support import (
+    LIVE,
     App,
     board,
     choose,
@@ -81,7 +82,7 @@ def test_c_build_a_sync_by_dragging_two_columns_into_the_mapper(page: Page, app:
     for column in ("plan", "lifetime_value"):
         drag_into_mapping(page, column)
     wait_idle(page)  # a redrawn table leaves its old copy behind, marked stale, until the rerun ends
-    fields = page.locator('[class*="st-key-sync_fields_"]:not([data-stale="true"])').first
+    fields = page.locator(f'[class*="st-key-sync_fields_"]{LIVE}').first
     expect(fields).to_be_visible(timeout=20_000)
     page.locator(".st-key-sync_name input").fill("ltv-journey")
     page.locator(".st-key-sync_name input").press("Enter")
