@@ -87,7 +87,7 @@ def test_c_build_a_sync_by_dragging_two_columns_into_the_mapper(page: Page, app:
     page.locator(".st-key-sync_name input").fill("ltv-journey")
     page.locator(".st-key-sync_name input").press("Enter")
     wait_idle(page)
-    page.locator(".st-key-sync_save button").click()
+    page.locator(f".st-key-sync_save{LIVE} button").click()
     expect(page.get_by_text("Saved the sync 'ltv-journey'.")).to_be_visible(timeout=20_000)
     sync = Workspace(app.home).get(SavedSync, "ltv-journey")
     assert sorted(m.column for m in sync.mappings) == ["lifetime_value", "plan"]
@@ -169,7 +169,7 @@ def test_e_backfill_events_then_revert_a_user_sync(page: Page, app: App) -> None
     page.locator(".st-key-sync_name input").fill("events-journey")
     page.locator(".st-key-sync_name input").press("Enter")
     wait_idle(page)
-    page.locator(".st-key-sync_save button").click()
+    page.locator(f".st-key-sync_save{LIVE} button").click()
     expect(page.get_by_text("Saved the sync 'events-journey'.")).to_be_visible(timeout=20_000)
     screenshot(page, "syncs-events")
     saved = Workspace(app.home).get(SavedSync, "events-journey")

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from e2e_support import ARTIFACTS, MAPPING_ROWS, App, board, choose, drag_into_mapping, open_page, wait_idle
+from e2e_support import (
+    ARTIFACTS,
+    LIVE,
+    MAPPING_ROWS,
+    App,
+    board,
+    choose,
+    drag_into_mapping,
+    open_page,
+    wait_idle,
+)
 from playwright.sync_api import Locator, Page, expect
 
 
@@ -50,7 +60,7 @@ def test_drag_a_column_in_rename_it_in_place_leave_and_save(page: Page, app: App
     page.locator(".st-key-sync_name input").fill("mapper-journey")
     page.locator(".st-key-sync_name input").press("Enter")
     wait_idle(page)
-    page.locator(".st-key-sync_save button").click()
+    page.locator(f".st-key-sync_save{LIVE} button").click()
     expect(page.get_by_text("Saved the sync 'mapper-journey'.")).to_be_visible(timeout=20_000)
     expect(warning).to_be_hidden()
     expect(page.get_by_text("Unsaved changes")).to_be_hidden()
