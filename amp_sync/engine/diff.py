@@ -25,7 +25,7 @@ from sqlglot import exp
 from amp_sync.amplitude import ACCUMULATING, Channel
 from amp_sync.config import Operation, SyncConfig, SyncObject
 from amp_sync.engine import acked
-from amp_sync.engine.ingest import Family, Ingest
+from amp_sync.engine.ingest import Chunk, Family, Ingest
 from amp_sync.engine.sql import (
     DIALECT,
     cast_to,
@@ -39,6 +39,7 @@ from amp_sync.engine.sql import (
 )
 
 _COUNTER = itertools.count()
+FLUSH_ROWS = 250_000  # rows of the model buffered in Arrow before they are appended to its table
 UNSET_OPS = (Operation.SET, Operation.SET_ONCE, Operation.ADD)  # a NULL clears these (values.py)
 USER_LINK = "$user_id"
 
@@ -83,24 +84,45 @@ class ProfilePlanner:
         where: str,
         held: Iterable[str] = (),
         writable: bool = False,
+        carried: bool = False,
         sample_limit: int = 5000,
+        json_columns: frozenset[str] = frozenset(),
     ) -> None:
         self.config, self.con, self.dest, self.where = config, con, dest, where
-        self.writable, self.sample_limit = writable, sample_limit
-        self.ingest = Ingest(config, columns)
+        self.writable, self.sample_limit, self.carried = writable, sample_limit, carried
+        self.ingest = Ingest(config, columns, json_columns)
         self.slots = self.ingest.layout.slots
         self.tag = next(_COUNTER)
         self.model = f"amp_model_{self.tag}"
         self.types: list[str] | None = None
         self.refused: list[tuple[int, str, str]] = []
         self.held = sorted(set(held))
+        self.states: list[SlotState] = []
+        self._buffer: list[Chunk] = []
+        self._buffered = 0
 
     # -- loading ------------------------------------------------------------------------------
 
     def add(self, data: pa.RecordBatch | pa.Table | Sequence[Sequence[Any]]) -> None:
-        """Normalise one chunk and append it to the model table."""
+        """Normalise one chunk; chunks reach the model table a few hundred thousand rows at a time."""
         chunk = self.ingest.chunk(data)
         self.refused += chunk.refused
+        if self._buffer and self._buffer[0].types != chunk.types:
+            self._flush()
+        self._buffer.append(chunk)
+        self._buffered += chunk.table.num_rows
+        if self._buffered >= FLUSH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Append the buffered chunks (of one set of types) to the model table in one statement.
+
+        One large append costs a tenth of many small ones in DuckDB.
+        """
+        if not self._buffer:
+            return
+        chunk = Chunk(pa.concat_tables([c.table for c in self._buffer]), self._buffer[0].types, [])
+        self._buffer, self._buffered = [], 0
         if self.types is None:
             self._create(chunk.types)
         assert self.types is not None
@@ -137,6 +159,7 @@ class ProfilePlanner:
 
     def finish(self) -> ProfileDiff:
         """Diff the loaded model against the acknowledged rows."""
+        self._flush()
         if self.types is None:
             self._create([Family.NULL] * len(self.slots))
         assert self.types is not None
@@ -144,7 +167,7 @@ class ProfilePlanner:
         layout = acked.layout_id(self.con, [(s.property, s.op) for s in self.slots], create=self.writable)
         known_layouts = acked.layouts(self.con)
         stored = [s.stored for s in states if s.stored is not None]
-        current = acked.current(self.dest if self.dest is not None else -1, stored)
+        current = acked.current(self.dest if self.dest is not None else -1, stored, outbox=self.carried)
         held = f"amp_held_{self.tag}"
         self.con.execute(f"CREATE TEMP TABLE {held} (key VARCHAR)")
         if self.held:
@@ -155,6 +178,7 @@ class ProfilePlanner:
         self._counts(result, states, current)
         self._rejections(result)
         self._sample(result, states, current)
+        self.states = states
         return result
 
     def _counts(self, result: ProfileDiff, states: Sequence[SlotState], current: str) -> None:
@@ -164,18 +188,24 @@ class ProfilePlanner:
         result.new, result.changed = int(kinds.get("new", 0)), int(kinds.get("changed", 0))
         result.unchanged, result.held = int(kinds.get("unchanged", 0)), int(kinds.get("held", 0))
         sums = ", ".join([*(f"sum(d{i}::INT)" for i in range(len(states))), "sum(d_link::INT)"])
-        row = self.con.execute(
-            f"SELECT {sums} FROM {result.planned} WHERE kind IN ('new', 'changed')"
-        ).fetchone()
+        row = (
+            self.con.execute(
+                f"SELECT {sums} FROM {result.planned} WHERE kind IN ('new', 'changed')"
+            ).fetchall()
+            or [()]
+        )[0]
         names = [s.property for s in states] + [USER_LINK]
         for name, n in zip(names, row or (), strict=True):
             if n:
                 result.property_counts[name] += int(n)
         if self.dest is not None:
-            removed = self.con.execute(
-                f"SELECT count(*) FROM {current} a WHERE NOT EXISTS "
-                f"(SELECT 1 FROM {self.model} m WHERE m.key = a.key)"
-            ).fetchone()
+            removed = (
+                self.con.execute(
+                    f"SELECT count(*) FROM {current} a WHERE NOT EXISTS "
+                    f"(SELECT 1 FROM {self.model} m WHERE m.key = a.key)"
+                ).fetchall()
+                or [()]
+            )[0]
             result.removed = int(removed[0]) if removed else 0
 
     def _rejections(self, result: ProfileDiff) -> None:
@@ -211,10 +241,13 @@ class ProfilePlanner:
              *(f"p.d{i}" for i in range(len(states))), *(f"p.present{i}" for i in range(len(states))),
              *news, *olds]
         )  # fmt: skip
+        first = (
+            f"(SELECT * FROM {result.planned} WHERE kind IN ('new', 'changed') ORDER BY row "
+            f"LIMIT {int(self.sample_limit)})"
+        )
         rows = self.con.execute(
-            f"SELECT {columns} FROM {result.planned} p JOIN {self.model} m ON m.row = p.row "
-            f"LEFT JOIN {current} a ON a.key = p.key WHERE p.kind IN ('new', 'changed') ORDER BY p.row "
-            f"LIMIT {int(self.sample_limit)}"
+            f"SELECT {columns} FROM {first} p JOIN {self.model} m ON m.row = p.row "
+            f"LEFT JOIN {current} a ON a.key = p.key ORDER BY p.row"
         ).fetchall()
         n = len(states)
         for row in rows:
@@ -241,6 +274,11 @@ class ProfilePlanner:
             result.sample += changes[:room]
             result.payloads[key] = _identification(json.loads(item), channel, self.config)
 
+    def close(self) -> None:
+        """Drop the temporary tables of this plan."""
+        for table in (self.model, f"amp_planned_{self.tag}", f"amp_held_{self.tag}"):
+            self.con.execute(f"DROP TABLE IF EXISTS {table}")
+
     def _states(self) -> list[SlotState]:
         assert self.types is not None
         known = acked.properties(self.con)
@@ -260,7 +298,54 @@ class ProfilePlanner:
         current: str,
         held: str,
     ) -> exp.Expr:
-        """The diff statement: one row per model row with a valid key."""
+        """The diff statement: one row per model row with a valid key.
+
+        Three steps, each naming what the next one uses: the join of the model with the
+        acknowledged rows and each property's change flag; the properties object of the item;
+        the item, its channel and partition.
+        """
+        n = len(states)
+        flagged = self._flags(states, layout, known_layouts, current, held)
+        col = exp.column
+        news = [col(f"s{i}", table="m") for i in range(n)]
+        olds = [col(f"o{i}", table="m") for i in range(n)]
+        flags = [col(f"d{i}", table="m") for i in range(n)]
+        present = [col(f"present{i}", table="m") for i in range(n)]
+        old_types = [s.stored.type if s.stored is not None else Family.NULL for s in states]
+        props = self._properties(states, news, olds, old_types, flags, present)
+        items = _Items(self.config, self.where)
+        events = items.events(states, news, flags)
+        with_props = exp.select(
+            "m.*", exp.alias_(props, "props"), exp.alias_(events, "events"), copy=False
+        ).from_(exp.alias_(exp.paren(flagged), "m"), copy=False)
+        item, channel, part = items.item(col("props", table="m"), col("events", table="m"))
+        synthetic = items.synthetic(col("props", table="m"), states, news, flags)
+        sending = parse("m.kind IN ('new', 'changed')")
+        final: list[exp.Expr] = [
+            *(col(c, table="m") for c in ("row", "key", "times", "reason", "kind", "seq", "d_link")),
+            *(col(f"d{i}", table="m") for i in range(n)),
+            *(col(f"present{i}", table="m") for i in range(n)),
+            *(
+                exp.alias_(parse("CASE WHEN :s THEN :v END", s=sending, v=value), name)
+                for value, name in (
+                    (item, "item"),
+                    (channel, "channel"),
+                    (part, "part"),
+                    (synthetic, "synthetic"),
+                )
+            ),
+        ]
+        return exp.select(*final, copy=False).from_(exp.alias_(exp.paren(with_props), "m"), copy=False)
+
+    def _flags(
+        self,
+        states: Sequence[SlotState],
+        layout: int | None,
+        known_layouts: dict[int, dict[str, str]],
+        current: str,
+        held: str,
+    ) -> exp.Expr:
+        """The model joined with the acknowledged rows: each row's fate and each property's flag."""
         status = _layout_status(states, known_layouts)
         olds = [
             exp.column(s.stored.column, table="a") if s.stored is not None else exp.Null() for s in states
@@ -269,23 +354,20 @@ class ProfilePlanner:
         news = [exp.column(f"s{i}", table="m") for i in range(len(states))]
         flags = []
         for i, s in enumerate(states):
-            st = exp.column(f"st{i}", table="l")
-            same = differs(news[i], s.model_type, olds[i], old_types[i])
             flags.append(
                 parse(
                     "CASE WHEN a.key IS NULL OR coalesce(:st, 0) = 0 THEN :n IS NOT NULL "
                     "WHEN :st = 2 THEN TRUE ELSE coalesce(:same, FALSE) END",
-                    st=st,
+                    st=exp.column(f"st{i}", table="l"),
                     n=news[i],
-                    same=same,
+                    same=differs(news[i], s.model_type, olds[i], old_types[i]),
                 )
             )
-        link_flag = parse(
-            "CASE WHEN a.key IS NULL THEN m.link IS NOT NULL ELSE m.link IS DISTINCT FROM a.link END"
-        )
+        # A user id that goes away changes the row but is no field change: Amplitude cannot unlink.
+        link_flag = parse("m.link IS NOT NULL AND (a.key IS NULL OR m.link IS DISTINCT FROM a.link)")
         any_change = exp.or_(
             parse("a.layout IS DISTINCT FROM :layout", layout=exp.Literal.number(layout if layout else -1)),
-            link_flag,
+            parse("m.link IS DISTINCT FROM a.link"),
             *flags,
         )
         kind = parse(
@@ -294,46 +376,30 @@ class ProfilePlanner:
             "WHEN :changed THEN 'changed' ELSE 'unchanged' END",
             changed=any_change,
         )
-        sending = parse(
-            "m.times = 1 AND h.key IS NULL AND m.reason IS NULL AND (a.key IS NULL OR :c)", c=any_change
-        )
         present = [
             parse("a.key IS NOT NULL AND coalesce(l.st" + str(i) + ", 0) <> 0") for i in range(len(states))
         ]
-        props = self._properties(states, news, olds, old_types, flags, present)
-        items = _Items(self.config, self.where)
-        item, channel, part = items.item(props, states, news, flags)
-        synthetic = items.synthetic(props, states, news, flags)
-        selects: Sequence[exp.Expr] = [
-            exp.column("row", table="m"),
-            exp.column("key", table="m"),
-            exp.column("times", table="m"),
-            exp.column("reason", table="m"),
+        selects: list[exp.Expr] = [
+            *(exp.column(c, table="m") for c in ("row", "key", "times", "reason", "link")),
+            *news,
             exp.alias_(kind, "kind"),
             exp.alias_(parse("coalesce(a.seq, 0) + 1"), "seq"),
             exp.alias_(link_flag, "d_link"),
+            *(exp.alias_(o, f"o{i}") for i, o in enumerate(olds)),
             *(exp.alias_(f, f"d{i}") for i, f in enumerate(flags)),
             *(exp.alias_(p, f"present{i}") for i, p in enumerate(present)),
-            exp.alias_(parse("CASE WHEN :s THEN :v END", s=sending, v=item), "item"),
-            exp.alias_(parse("CASE WHEN :s THEN :v END", s=sending, v=channel), "channel"),
-            exp.alias_(parse("CASE WHEN :s THEN :v END", s=sending, v=part), "part"),
-            exp.alias_(parse("CASE WHEN :s THEN :v END", s=sending, v=synthetic), "synthetic"),
         ]
         counted = sqlglot.parse_one(
             f"SELECT *, count(*) OVER (PARTITION BY key) AS times FROM {self.model}", read=DIALECT
         )
-        query = (
-            exp.select(*selects)
-            .from_(exp.alias_(exp.paren(counted), "m"))
-            .join(
-                exp.alias_(exp.paren(sqlglot.parse_one(current.strip("()"), read=DIALECT)), "a"),
-                on="a.key = m.key",
-                join_type="left",
-            )
-            .join(exp.alias_(status, "l"), on="l.layout = a.layout", join_type="left")
-            .join(exp.alias_(exp.to_table(held), "h"), on="h.key = m.key", join_type="left")
+        acknowledged = exp.paren(sqlglot.parse_one(current.strip("()"), read=DIALECT))
+        return (
+            exp.select(*selects, copy=False)
+            .from_(exp.alias_(exp.paren(counted), "m"), copy=False)
+            .join(exp.alias_(acknowledged, "a"), on="a.key = m.key", join_type="left", copy=False)
+            .join(exp.alias_(status, "l"), on="l.layout = a.layout", join_type="left", copy=False)
+            .join(exp.alias_(exp.to_table(held), "h"), on="h.key = m.key", join_type="left", copy=False)
         )
-        return query
 
     def _properties(
         self,
@@ -406,7 +472,7 @@ class _Items:
         tail = "".join("\x00" + e for e in extra)
         return parse(
             "'amp_sync-' || md5(:name || chr(0) || :where || chr(0) || m.key || chr(0) || "
-            "CAST(coalesce(a.seq, 0) + 1 AS VARCHAR) || chr(0) || :props || :tail)",
+            "CAST(m.seq AS VARCHAR) || chr(0) || :props || :tail)",
             name=text(self.sync.name),
             where=text(self.where),
             props=props,
@@ -423,20 +489,19 @@ class _Items:
             "ELSE '' END"
         )
 
-    def item(
-        self,
-        props: exp.Expr,
-        states: Sequence[SlotState],
-        news: Sequence[exp.Expr],
-        flags: Sequence[exp.Expr],
-    ) -> tuple[exp.Expr, exp.Expr, exp.Expr]:
-        """The item, its channel and its partition key."""
+    def events(
+        self, states: Sequence[SlotState], news: Sequence[exp.Expr], flags: Sequence[exp.Expr]
+    ) -> exp.Expr:
+        """Whether the item adds to what is there ($add, $append, $prepend): it travels as an event."""
         accumulating = [
             parse(":d AND :n IS NOT NULL", d=flags[i], n=news[i])
             for i, s in enumerate(states)
             if s.op in ACCUMULATING
         ]
-        events = exp.or_(*accumulating) if accumulating else exp.false()
+        return exp.or_(*accumulating) if accumulating else exp.false()
+
+    def item(self, props: exp.Expr, events: exp.Expr) -> tuple[exp.Expr, exp.Expr, exp.Expr]:
+        """The item, its channel and its partition key."""
         part = parse("hash(coalesce(m.link, m.key))")
         if self.sync.object is SyncObject.GROUP:
             group_type = text(json.dumps(self.sync.options.group_type, ensure_ascii=False))
@@ -541,7 +606,7 @@ def queue(
     now: float,
 ) -> int:
     """Append the diff's items (and their synthetic events) to the outbox; returns how many."""
-    states = planner._states()
+    states = planner.states
     layout = acked.layout_id(con, [(s.property, s.op) for s in planner.slots], create=True)
     values = [
         cast_to(exp.column(f"s{i}", table="m"), s.model_type, s.stored.type).sql(DIALECT)
@@ -549,9 +614,9 @@ def queue(
         if s.stored is not None
     ]
     columns = [s.stored.column for s in states if s.stored is not None]
-    base = int(con.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0])  # type: ignore[index]
+    base = int(con.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchall()[0][0])
     sending = f"{diff.planned} p JOIN {planner.model} m ON m.row = p.row WHERE p.item IS NOT NULL"
-    count = int(con.execute(f"SELECT count(*) FROM {sending}").fetchone()[0])  # type: ignore[index]
+    count = int(con.execute(f"SELECT count(*) FROM {sending}").fetchall()[0][0])
     listed = "".join(f', "{c}"' for c in columns)
     picked = "".join(f", {v}" for v in values)
     run = "NULL" if run_id is None else str(int(run_id))

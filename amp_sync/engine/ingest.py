@@ -20,11 +20,21 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from amp_sync.config import Operation, SyncConfig, SyncObject
-from amp_sync.values import JUNK_IDS, MAX_STRING, MIN_ID_LENGTH, Invalid, to_group_value, to_id, to_json
+from amp_sync.values import (
+    JUNK_IDS,
+    MAX_STRING,
+    MIN_ID_LENGTH,
+    Invalid,
+    load_json,
+    to_group_value,
+    to_id,
+    to_json,
+)
 
 # One encoder for stored and compared JSON text: keys sorted, no spaces, Unicode as it is.
 CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -116,13 +126,16 @@ class Chunk:
 class Ingest:
     """Normalises chunks of one model for one profile sync."""
 
-    def __init__(self, config: SyncConfig, columns: Sequence[str]) -> None:
+    def __init__(
+        self, config: SyncConfig, columns: Sequence[str], json_columns: frozenset[str] = frozenset()
+    ) -> None:
         from amp_sync.plan import RowShaper  # the row-at-a-time checks: the words of each rejection
 
         self.layout = Layout.of(config)
         self.columns = list(columns)
         self.shaper = RowShaper(config, columns)
         self.at = {name: i for i, name in enumerate(columns)}
+        self.json_columns = json_columns  # JSON text in Arrow batches: decoded, as drivers decode it
         self.rows = 0
 
     def chunk(self, data: pa.RecordBatch | pa.Table | Sequence[Sequence[Any]]) -> Chunk:
@@ -130,19 +143,22 @@ class Ingest:
         first = self.rows
         if isinstance(data, pa.RecordBatch | pa.Table):
             n = data.num_rows
-            raw = {name: _column(data, name) for name in self.layout.columns()}
+            decoded = decode_json(data, self.json_columns) if self.json_columns else data
+            raw = {name: _column(decoded, name) for name in self.layout.columns()}
             python_rows = None
         else:
             n = len(data)
             python_rows = data
-            raw = {name: _from_python([r[self.at[name]] for r in data]) for name in self.layout.columns()}
+            # Transposed in C: far faster than a loop per column.
+            columns = list(zip(*data, strict=True)) if n else [() for _ in self.columns]
+            raw = {name: _from_python(list(columns[self.at[name]])) for name in self.layout.columns()}
         self.rows += n
         if n == 0:
             empty = [pa.array([], pa.int64()), *(pa.array([], pa.string()) for _ in range(3))]
             nulls = [pa.array([], pa.string()) for _ in self.layout.slots]
             names = ["row", "key", "link", "reason", *(f"s{i}" for i in range(len(nulls)))]
             return Chunk(pa.table([*empty, *nulls], names=names), (Family.NULL,) * len(nulls), [])
-        rows = pa.array(range(first, first + n), type=pa.int64())
+        rows = pa.array(np.arange(first, first + n, dtype=np.int64))
         key, key_flag = _key(raw[self.layout.key], self.layout.group)
         flags = [] if self.layout.link is None else [_id_flag(raw[self.layout.link], nullable=True)]
         values, types = [], []
@@ -151,7 +167,7 @@ class Ingest:
             values.append(value)
             types.append(kind)
             if flag is not None:
-                flags.append(flag)
+                flags.append(pc.fill_null(flag, False))  # a NULL passes every test
         link = _link(raw[self.layout.link]) if self.layout.link else pa.nulls(n, pa.string())
         reason = pa.nulls(n, pa.string())
         refused: list[tuple[int, str, str]] = []
@@ -194,7 +210,7 @@ class Ingest:
             rows = [python_rows[i] for i in picked]
         else:
             taken = data.take(pa.array(picked, type=pa.int64())).to_pylist() if picked else []
-            rows = [tuple(r.get(c) for c in self.columns) for r in taken]
+            rows = [tuple(self._value(r, c) for c in self.columns) for r in taken]
         check = to_group_value if self.layout.group else to_id
         at = self.at[self.layout.key]
         for i, row in zip(picked, rows, strict=True):
@@ -213,6 +229,22 @@ class Ingest:
             if isinstance(doc, Invalid):
                 reasons[i] = doc.reason
         return keys, links, reasons, refused
+
+    def _value(self, row: dict[str, Any], column: str) -> Any:
+        value = row.get(column)
+        return load_json(value) if column in self.json_columns and value is not None else value
+
+
+def decode_json(data: pa.RecordBatch | pa.Table, names: frozenset[str]) -> pa.Table:
+    """JSON text columns as the values they hold (nested values become canonical JSON text)."""
+    table = pa.Table.from_batches([data]) if isinstance(data, pa.RecordBatch) else data
+    for i, name in enumerate(table.column_names):
+        if name in names:
+            texts = table.column(i).to_pylist()
+            table = table.set_column(
+                i, name, _Opaque.wrap([None if t is None else load_json(t) for t in texts])
+            )
+    return table
 
 
 def _column(data: pa.RecordBatch | pa.Table, name: str) -> pa.Array:
