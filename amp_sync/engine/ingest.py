@@ -391,17 +391,20 @@ def _iso_timestamps(array: pa.Array) -> pa.Array:
     return pc.binary_join_element_wise(base, dotted, "Z", "")
 
 
-def _key(array: pa.Array, group: bool) -> tuple[pa.Array, pa.Array | None]:
-    """The keys as text, and the rows whose key may be refused (None when none may be)."""
+def _id_text(array: pa.Array) -> pa.Array | None:
+    """An id column as text, when it holds text or whole numbers (None otherwise: checked in Python)."""
     if isinstance(array.type, pa.DictionaryType):
         array = array.dictionary_decode()
-    if (
-        pa.types.is_integer(array.type)
-        or pa.types.is_string(array.type)
-        or pa.types.is_large_string(array.type)
-    ):
-        text = array.cast(pa.string())
-    else:
+    kind = array.type
+    if pa.types.is_integer(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return array.cast(pa.string())
+    return None
+
+
+def _key(array: pa.Array, group: bool) -> tuple[pa.Array, pa.Array | None]:
+    """The keys as text, and the rows whose key may be refused (None when none may be)."""
+    text = _id_text(array)
+    if text is None:
         return pa.nulls(len(array), pa.string()), pa.array([True] * len(array))
     flag = _group_flag(text) if group else _id_flag(text, nullable=False)
     return text, flag
@@ -409,13 +412,10 @@ def _key(array: pa.Array, group: bool) -> tuple[pa.Array, pa.Array | None]:
 
 def _id_flag(array: pa.Array, nullable: bool) -> pa.Array:
     """Ids that may be placeholders, too short or too long: `to_id` looks at these again."""
-    if isinstance(array.type, pa.DictionaryType):
-        array = array.dictionary_decode()
-    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
-        if pa.types.is_integer(array.type):
-            array = array.cast(pa.string())
-        else:
-            return pc.is_valid(array) if nullable else pa.array([True] * len(array))
+    text = _id_text(array)
+    if text is None:
+        return pc.is_valid(array) if nullable else pa.array([True] * len(array))
+    array = text
     length = pc.utf8_length(array)
     odd = pc.or_(pc.less(length, MIN_ID_LENGTH), pc.greater(length, MAX_STRING))
     short = pc.less_equal(length, 40)
@@ -432,13 +432,8 @@ def _group_flag(array: pa.Array) -> pa.Array:
 
 
 def _link(array: pa.Array) -> pa.Array:
-    if isinstance(array.type, pa.DictionaryType):
-        array = array.dictionary_decode()
-    if (
-        pa.types.is_string(array.type)
-        or pa.types.is_large_string(array.type)
-        or pa.types.is_integer(array.type)
-    ):
-        return array.cast(pa.string())
+    text = _id_text(array)
+    if text is not None:
+        return text
     values = [None if v is None else to_id(v, "user id") for v in array.to_pylist()]
     return pa.array([v if isinstance(v, str) else None for v in values], type=pa.string())
